@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 
 from policies.keying import code
 from policies.model import DateMode
+
+__all__ = [
+    "DUMMY_DATE", "DUMMY_DATETIME", "DUMMY_TEXT", "DUMMY_TIME", "MAX_LENGTH", "DateMode",
+    "UnparseableValue", "age_between", "age_years", "band_age", "coarsen_da", "coarsen_dt",
+    "dummy_value", "fit", "modify_date", "shift_da", "shift_dt",
+]
 
 # Maximum value lengths (PS3.5 Table 6.2-1) for the string VRs a dummy or pseudonym may land in.
 MAX_LENGTH: dict[str, int] = {
@@ -62,38 +69,62 @@ def dummy_value(vr: str, keyword: str, original: str, key: bytes) -> object:
         return 0
     if vr in ("FL", "FD"):
         return 0.0
-    if vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN"):
+    if vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN") or vr.startswith("OB or"):
         return b"\x00\x00"
+    if " or " in vr:  # ambiguous: "US or SS", "US or SS or OW", "US or OW"
+        return 0
     return DUMMY_TEXT
 
 
-_DATE_RE = re.compile(r"^(\d{4})\.?(\d{2})\.?(\d{2})$")
+_DATE_RE = re.compile(r"^(\d{4})([./-]?)(\d{2})\2(\d{2})$")
 _DT_RE = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?([+-]\d{4})?$")
-_MIN_DATE = dt.date(1, 1, 1)
-_MAX_DATE = dt.date(9999, 12, 31)
+_MIN_ORDINAL = dt.date(1, 1, 1).toordinal()
+_MAX_ORDINAL = dt.date(9999, 12, 31).toordinal()
 
 
 def _parse_da(text: str) -> dt.date:
+    """A DA value; the ACR-NEMA form ``YYYY.MM.DD`` and the common ``YYYY-MM-DD`` slip are read."""
     match = _DATE_RE.match(text.strip())
     if not match:
         raise UnparseableValue("not a DA value")
     try:
-        return dt.date(int(match[1]), int(match[2]), int(match[3]))
+        return dt.date(int(match[1]), int(match[3]), int(match[4]))
     except ValueError as exc:
         raise UnparseableValue("impossible date") from exc
 
 
 def _add_days(day: dt.date, days: int) -> dt.date:
-    """Shift with clamping at the ends of the calendar, so a shift never fails or wraps."""
-    ordinal = min(max(day.toordinal() + days, _MIN_DATE.toordinal()), _MAX_DATE.toordinal())
+    """Shift by whole days; a shift that would leave the calendar goes the other way instead.
+
+    Clamping would pile dates up on 00010101 or 99991231 (sentinels other tools write for
+    "destroyed"); reversing keeps every shifted date a real, moved date.
+    """
+    ordinal = day.toordinal() + days
+    if not _MIN_ORDINAL <= ordinal <= _MAX_ORDINAL:
+        ordinal = day.toordinal() - days
+    ordinal = min(max(ordinal, _MIN_ORDINAL), _MAX_ORDINAL)
     return dt.date.fromordinal(ordinal)
 
 
+def _da(day: dt.date) -> str:
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}"  # strftime drops zeros before 1000
+
+
+def _each_in_range(value: str, change: Callable[[str], str]) -> str:
+    """Apply ``change`` to a DA value or to both ends of a DA range (``A-B``, ``-B``, ``A-``)."""
+    text = value.strip()
+    if _DATE_RE.match(text):
+        return change(text)
+    if text.count("-") == 1:
+        start, end = text.split("-")
+        if start or end:
+            return "-".join(change(part) if part else "" for part in (start, end))
+    raise UnparseableValue("not a DA value")
+
+
 def shift_da(value: str, days: int) -> str:
-    """Shift one DA value (or a DA range ``A-B``) by whole days."""
-    if "-" in value.strip("-") and len(value) > 8:
-        return "-".join(shift_da(part, days) if part else "" for part in value.split("-"))
-    return _add_days(_parse_da(value), days).strftime("%Y%m%d")
+    """Shift one DA value, or a DA range ``A-B``, ``-B`` or ``A-``, by whole days."""
+    return _each_in_range(value, lambda text: _da(_add_days(_parse_da(text), days)))
 
 
 def shift_dt(value: str, days: int) -> str:
@@ -107,17 +138,19 @@ def shift_dt(value: str, days: int) -> str:
         shifted = _add_days(dt.date(year, month, day), days)
     except ValueError as exc:
         raise UnparseableValue("impossible date") from exc
-    stamp = shifted.strftime("%Y%m%d")
+    stamp = _da(shifted)
     precision = 4 + (2 if match[2] else 0) + (2 if match[3] else 0)
     return stamp[:precision] + text[precision:]
 
 
 def coarsen_da(value: str, mode: DateMode) -> str:
-    """Reduce a DA value to its year (YYYY0101) or year and month (YYYYMM01)."""
-    day = _parse_da(value)
-    if mode is DateMode.YEAR:
-        return f"{day.year:04d}0101"
-    return f"{day.year:04d}{day.month:02d}01"
+    """Reduce a DA value (or range) to its year (YYYY0101) or year and month (YYYYMM01)."""
+    def one(text: str) -> str:
+        day = _parse_da(text)
+        if mode is DateMode.YEAR:
+            return f"{day.year:04d}0101"
+        return f"{day.year:04d}{day.month:02d}01"
+    return _each_in_range(value, one)
 
 
 def coarsen_dt(value: str, mode: DateMode) -> str:

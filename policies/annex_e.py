@@ -28,12 +28,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from pydicom.datadict import DicomDictionary, keyword_for_tag
 
 from policies.model import OPTION_COLUMN_ORDER, Op, Option, Override, Policy, Rule
+from policies.private import normalise_creator
 
 TYPE1_KEYWORDS = frozenset({
     "PatientID", "StudyDate", "StudyTime", "StudyID", "ContentDate", "ContentTime",
@@ -58,6 +59,11 @@ STRUCTURAL_UID_KEYWORDS = frozenset({
 STRUCTURAL_UID_TAGS = frozenset(
     tag for tag, entry in DicomDictionary.items() if entry[4] in STRUCTURAL_UID_KEYWORDS
 )
+
+# Free-text VRs of attributes the table does not list. PS3.15 keeps them, but identifiers leak
+# into them ("Nodule markup for John Doe" in Content Description), so the engine sweeps them for
+# the patient's own identifiers (see engine).
+SWEPT_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
 
 # Attributes PS3.15 E.1.1 tells us to remove whatever the table says, each for a stated reason.
 ALWAYS_REMOVE: dict[int, str] = {
@@ -219,6 +225,9 @@ class Plan:
     private_default: PlannedAction  # (gggg,eeee) odd
     private_overrides: dict[tuple[int, str, int | None], PlannedAction]
     kept_untouched: frozenset[int]  # tags whose plan is "keep, nothing to do" (not in public)
+    # Kept free-text attributes (not in Table E.1-1): swept for the patient's own identifiers.
+    kept_text: frozenset[int] = frozenset()
+    basic: bool = True
 
     def for_public(self, tag: int, vr: str | None) -> PlannedAction | None:
         """The planned action for an even-group tag; None means keep as is."""
@@ -241,6 +250,8 @@ class Plan:
             return PlannedAction(Rule(Op.REMOVE), "X", "group 0004 outside a DICOMDIR")
         if tag & 0xFFFF == 0:
             return PlannedAction(Rule(Op.REMOVE), "X", "group length")
+        if not self.basic:
+            return None
         # Unknown public attribute: decide on the encoded VR; unknown text is unsafe.
         vr = vr or "UN"
         default = vr_default(tag, vr, self.policy.options)
@@ -252,6 +263,8 @@ class Plan:
 
     def for_private(self, group: int, creator: str, offset: int) -> PlannedAction | None:
         """Override for a private element, if the policy has one (element beats block)."""
+        if not self.private_overrides:
+            return None
         return (self.private_overrides.get((group, creator, offset))
                 or self.private_overrides.get((group, creator, None)))
 
@@ -290,7 +303,15 @@ def compile_plan(policy: Policy) -> Plan:
         for tag, reason in ALWAYS_REMOVE.items():
             public[tag] = PlannedAction(Rule(Op.REMOVE), "X", reason)
     else:
-        kept.update(tag for tag in DicomDictionary if tag >> 16 not in (0x0002, 0x0004))
+        # Nothing to do but the overrides; sequences are still entered so that an override
+        # reaches its attribute at every depth.
+        for tag, entry in DicomDictionary.items():
+            if tag >> 16 in (0x0002, 0x0004):
+                continue
+            if entry[0] == "SQ":
+                public[tag] = PlannedAction(Rule(Op.KEEP), "K", "base profile none")
+            else:
+                kept.add(tag)
     keep = PlannedAction(Rule(Op.KEEP), "K", "base profile none")
     remove_private = PlannedAction(Rule(Op.REMOVE), "X", "basic X (private)")
     private_default = keep if not basic else (
@@ -305,8 +326,11 @@ def compile_plan(policy: Policy) -> Plan:
             kept.discard(target.tag)
         else:
             assert target.group is not None and target.private_creator is not None
-            key = (target.group, target.private_creator.strip(), target.element)
+            key = (target.group, normalise_creator(target.private_creator), target.element)
             private_overrides[key] = _override_action(override)
+    kept_text = frozenset(
+        tag for tag in kept if basic and DicomDictionary[tag][0] in SWEPT_TEXT_VRS
+    )
     return Plan(
         policy=policy,
         public=public,
@@ -316,9 +340,12 @@ def compile_plan(policy: Policy) -> Plan:
         private_default=private_default,
         private_overrides=private_overrides,
         kept_untouched=frozenset(kept),
+        kept_text=kept_text,
+        basic=basic,
     )
 
 
+@lru_cache(maxsize=4096)
 def keyword_or_tag(tag: int) -> str:
     """A readable name for reports: the keyword, else ``(GGGG,EEEE)``."""
     return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

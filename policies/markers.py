@@ -49,8 +49,11 @@ def apply_markers(ds: Dataset, policy: Policy) -> None:
     """Set Patient Identity Removed and append the method text and CID 7050 codes."""
     ds.PatientIdentityRemoved = "YES"
     existing = ds.get("DeidentificationMethod")
-    methods = [] if existing is None or existing.value in (None, "") else (
-        list(existing.value) if existing.VM > 1 else [existing.value])
+    methods: list[str] = []
+    if isinstance(existing, str | bytes) and existing:
+        methods = [existing.decode("latin-1") if isinstance(existing, bytes) else existing]
+    elif existing:
+        methods = [str(value) for value in existing if value]
     text = method_text(policy)
     if text not in methods:
         methods.append(text)

@@ -11,15 +11,15 @@ letters the accents are dropped (NFKD without combining marks), then case foldin
 matches "MULLER" and "muller", but not "Mueller". Kana voicing marks are kept (が is not か).
 
 Names (kind "name"). From every PN group (alphabetic, ideographic, phonetic) of every name, the
-family, given and middle components are used; prefixes and suffixes (Dr, Mr, Jr, MD) are not.
-Each word of a component with at least 2 letters is matched as a whole word: a letter must not
-touch it on either side, so "DOE^JOHN", "DOE_JOHN", "DOE, JOHN" and "John Doe" all match, in any
-order. Particles (van, de, al, ...) only count inside their whole component ("van der Berg"), and
-titles never count. The full forms "family given middle", "given middle family", "given family"
-and "J. Doe" / "Doe, J" are matched too, with any separators. Groups written in scripts without
-spaces (CJK, kana, Hangul, Thai) are matched as plain substrings: components of 2 or more
-characters, and the full name with or without separators. A patient called "Head" therefore also
-removes "HEAD" from "CT HEAD": over-removal is the safe side.
+family, given and middle components are used; prefixes and suffixes (Dr, Mr, Jr, MD) are not. Each
+word of a component with at least 2 letters is matched as a whole word: no letter may touch it on
+either side (digits, "_" and characters of scripts without spaces may), so "DOE^JOHN", "DOE_JOHN",
+"DOE, JOHN", "John Doe" and "Doe様" all match, in any order. Particles (van, de, al, ...) only count
+inside their whole component ("van der Berg"), and titles never count. The full forms "family given
+middle", "given middle family", "given family" and "J. Doe" / "Doe, J" are matched too, with any
+separators. Groups written in scripts without spaces (CJK, kana, Hangul, Thai) are matched as plain
+substrings: components of 2 or more characters, and the full name with or without separators. A
+patient called "Head" therefore also removes "HEAD" from "CT HEAD": over-removal is the safe side.
 
 IDs (kind "id"). Each ID of 3 or more letters and digits is matched as a whole token, case
 insensitive; separators inside the ID may be present or absent ("123-45-678" also matches
@@ -34,7 +34,8 @@ to the date options. With ``remove_all_dates=True`` any date in those formats (4
 1800-2099) goes, with a DICOM time appended to a compact date.
 
 Other strings (kind "other"), such as addresses and telephone numbers taken from the header, match
-as their runs of letters and digits in order, with any separators between the runs.
+as their runs of letters and digits in order, with any separators between the runs; so does each
+part of 4 or more letters and digits between "^", ",", ";" or line breaks ("Springfield").
 
 Patterns that need no identifier:
 - e-mail addresses ("email");
@@ -50,8 +51,14 @@ Patterns that need no identifier:
 
 Each hit becomes REDACTION; overlapping or touching hits become one REDACTION. Everything else,
 whitespace, case and non-ASCII included, is kept exactly. A text without any hit is returned as
-the same object. A redaction can make a value longer than the hit (a 2-letter name becomes 3
-characters), so callers that write into short VRs check the VR length.
+the same object. Cleaning repeats until nothing more is found, so a cleaned text stays as it is
+when cleaned again. A redaction can make a value longer than the hit (a 2-letter name becomes 3
+characters), so callers that write into short VRs check the VR length. find() reports each hit
+once: a hit inside another one is left out, and of equal hits the first kind in KINDS is named.
+
+Speed. The regexes of one Identifiers are compiled once (and cached); a patient regex only runs
+when the folded text holds one of the literal words it needs, and the number patterns only when
+the text holds 5 or more digits, so a typical descriptor costs a few microseconds.
 """
 
 from __future__ import annotations
@@ -136,15 +143,18 @@ def fold(text: str) -> str:
 
 # --- building blocks ----------------------------------------------------------------------------
 
-_LETTER_EDGE_L = r"(?<![^\W\d_])"
-_LETTER_EDGE_R = r"(?![^\W\d_])"
-_ALNUM_EDGE_L = r"(?<![^\W_])"
-_ALNUM_EDGE_R = r"(?![^\W_])"
-_SEPS = r"[\W_]*"
-_NO_SPACE_SCRIPT = re.compile(
-    "[\u0e00-\u0e7f\u1100-\u11ff\u2e80-\u2fdf\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf"
-    "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff65-\uff9f\U00020000-\U0003ffff]"
+# Scripts written without spaces between words: names in them match as substrings, and their
+# characters do not count as letters next to a Latin name or an ID ("Doe様" holds "Doe").
+_NO_SPACE = (
+    "\u0e00-\u0e7f\u1100-\u11ff\u2e80-\u2fdf\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff65-\uff9f\U00020000-\U0003ffff"
 )
+_NO_SPACE_SCRIPT = re.compile(f"[{_NO_SPACE}]")
+_LETTER_EDGE_L = rf"(?<![^\W\d_{_NO_SPACE}])"
+_LETTER_EDGE_R = rf"(?![^\W\d_{_NO_SPACE}])"
+_ALNUM_EDGE_L = rf"(?<![^\W_{_NO_SPACE}])"
+_ALNUM_EDGE_R = rf"(?![^\W_{_NO_SPACE}])"
+_SEPS = r"[\W_]*"
 _WORD = re.compile(r"[^\W\d_]+")
 _RUN = re.compile(r"[^\W_]+")
 _PARTICLES = frozenset((
@@ -173,12 +183,14 @@ def _edges(body: str, first: str, last: str, relaxed: bool = False) -> str:
     return f"{side(first, True)}(?:{body}){side(last, False)}"
 
 
-def _word_edges(body: str) -> str:
-    return f"{_LETTER_EDGE_L}(?:{body}){_LETTER_EDGE_R}"
+def _longest(words: Iterable[str]) -> str:
+    return max(words, key=len)
 
 
-def _name_patterns(names: Iterable[str]) -> set[str]:
-    patterns: set[str] = set()
+def _name_alternatives(names: Iterable[str]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(regex, required literal) pairs: whole-word ones for spaced scripts, substring ones else."""
+    words_alts: set[tuple[str, str]] = set()
+    substring_alts: set[tuple[str, str]] = set()
     for name in names:
         for group in name.split("="):
             comps = [_WORD.findall(fold(c)) for c in group.split("^")[:3]]
@@ -186,49 +198,46 @@ def _name_patterns(names: Iterable[str]) -> set[str]:
             if not any(comps):
                 continue
             no_space = any(_NO_SPACE_SCRIPT.search("".join(words)) for words in comps)
+            alts = substring_alts if no_space else words_alts
             for words in comps:
                 for word in words:
-                    if no_space:
-                        if len(word) >= 2:
-                            patterns.add(re.escape(word))
-                    elif len(word) >= 2 and (len(words) == 1 or word not in _PARTICLES):
-                        patterns.add(_word_edges(re.escape(word)))
+                    if len(word) >= 2 and (no_space or len(words) == 1 or word not in _PARTICLES):
+                        alts.add((re.escape(word), word))
                 if len(words) > 1:
-                    joined = _SEPS.join(map(re.escape, words))
-                    patterns.add(joined if no_space else _word_edges(joined))
+                    alts.add((_SEPS.join(map(re.escape, words)), _longest(words)))
             family, given, middle = [*comps, [], [], []][:3]
             for order in ((family, given, middle), (given, middle, family),
                           (given, family), (family, given)):
                 words = [w for part in order for w in part]
                 if sum(1 for part in order if part) >= 2 and len("".join(words)) >= 2:
-                    joined = _SEPS.join(map(re.escape, words))
-                    patterns.add(joined if no_space else _word_edges(joined))
+                    alts.add((_SEPS.join(map(re.escape, words)), _longest(words)))
             if family and given and not no_space:
                 fam = _SEPS.join(map(re.escape, family))
                 initial = re.escape(given[0][0])
-                patterns.add(_word_edges(rf"{initial}\.?{_SEPS}{fam}"))
-                patterns.add(_word_edges(rf"{fam}[\W_]+{initial}\.?"))
-    return patterns
+                alts.add((rf"{initial}\.?{_SEPS}{fam}", _longest(family)))
+                alts.add((rf"{fam}[\W_]+{initial}\.?", _longest(family)))
+    return words_alts, substring_alts
 
 
-def _id_pattern(value: str) -> str | None:
+def _id_alternative(value: str) -> tuple[str, str] | None:
     runs = _RUN.findall(fold(value))
     alnum = "".join(runs)
     if len(alnum) < 3:
         return None
     body = r"[\W_]{0,3}".join(map(re.escape, runs))
-    return _edges(body, alnum[0], alnum[-1], relaxed=len(alnum) >= 6)
+    return _edges(body, alnum[0], alnum[-1], relaxed=len(alnum) >= 6), _longest(runs)
 
 
-def _other_patterns(value: str) -> list[str]:
+def _other_alternatives(value: str) -> list[tuple[str, str]]:
     """The whole value, and each of its ^ , ; or line separated parts of 4+ letters and digits."""
-    patterns: list[str] = []
+    alts: list[tuple[str, str]] = []
     for index, part in enumerate([value, *_ADDRESS_PARTS.split(value)]):
         runs = _RUN.findall(fold(part))
         alnum = "".join(runs)
         if len(alnum) >= (3 if index == 0 else 4):
-            patterns.append(_edges(_SEPS.join(map(re.escape, runs)), alnum[0], alnum[-1]))
-    return patterns
+            body = _SEPS.join(map(re.escape, runs))
+            alts.append((_edges(body, alnum[0], alnum[-1]), _longest(runs)))
+    return alts
 
 
 def _month(number: int | None) -> str:
@@ -257,18 +266,19 @@ def _date_forms(y: str, mm: str, dd: str, m: str, d: str, mon: str,
     return forms
 
 
-def _birth_date_patterns(value: str) -> list[str]:
+def _birth_date_alternatives(value: str) -> list[tuple[str, str]]:
     digits = re.sub(r"\D", "", value)
     try:
         date = datetime.date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
     except ValueError:
-        return [rf"(?<!\d){digits}(?!\d)"] if len(digits) >= 4 else []
-    if len(digits) != 8:
-        return [rf"(?<!\d){digits}(?!\d)"]
+        date = None
+    if date is None or len(digits) != 8:
+        return [(rf"(?<!\d){digits}(?!\d)", digits)] if len(digits) >= 4 else []
     y, mm, dd = f"{date.year:04d}", f"{date.month:02d}", f"{date.day:02d}"
     m = f"0?{date.month}" if date.month < 10 else mm
     d = f"0?{date.day}" if date.day < 10 else dd
-    return _date_forms(y, mm, dd, m, d, _month(date.month), yy=y[2:])
+    # Every form holds the two-digit year, so a text without it needs no regex run.
+    return [(form, y[2:]) for form in _date_forms(y, mm, dd, m, d, _month(date.month), yy=y[2:])]
 
 
 _ANY_DATE = re.compile("|".join(_date_forms(
@@ -280,7 +290,7 @@ _ANY_DATE = re.compile("|".join(_date_forms(
 # --- generic patterns ---------------------------------------------------------------------------
 
 _DIGIT = re.compile(r"\d")
-_EMAIL = re.compile(r"(?<![\w.+'-])[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL = re.compile(r"(?<![\w.+'-])\w[\w.+'-]*@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(
     r"(?<![\w+])(?:"
     r"\+\d{1,3}(?:[ .\-]?\(\d{1,4}\))?(?:[ .\-/]?\d{1,5}){1,6}"
@@ -292,7 +302,8 @@ _PHONE = re.compile(
 _DIGIT_GROUPS = re.compile(r"(?<![\w.,])(?=\d(?:[ \-]?\d){9})(?>\d+(?:[ \-]\d+)+)(?!\w)(?![.,]\d)")
 _SSN = re.compile(r"(?<!\d)(?<!\d-)\d{3}-\d{2}-\d{4}(?!\d)(?!-\d)")
 _ID_TOKEN = re.compile(
-    r"(?<![^\W_])(?<!\d[.,])(?=(?:[^\W\d_]*\d){5})[^\W_]{6,}+(?![.,]\d)"
+    rf"(?<![^\W_{_NO_SPACE}])(?<!\d[.,])(?=(?:[^\W\d_{_NO_SPACE}]*\d){{5}})"
+    rf"[^\W_{_NO_SPACE}]{{6,}}+(?![.,]\d)"
 )
 _IMAGING_TOKEN = re.compile(
     r"\d+(?:x\d+)+|\d+(?:mm|cm|um|ms|us|s|sec|min|kvp|kv|mas|ma|hz|khz|mhz|mt|t|ml|mg|kg|g|mgy"
@@ -326,7 +337,7 @@ def _generic_hits(folded: str, remove_all_dates: bool) -> list[tuple[int, int, i
     hits: list[tuple[int, int, int]] = []
     if "@" in folded:
         hits += [(m.start(), m.end(), _PRIORITY["email"]) for m in _EMAIL.finditer(folded)]
-    if not _DIGIT.search(folded):
+    if len(_DIGIT.findall(folded)) < 5:  # every pattern below needs 5 digits or more
         return hits
     for m in _PHONE.finditer(folded):
         if _digit_count(m.group()) >= 8 or not m.group().startswith(("+", "0")):
@@ -347,35 +358,51 @@ def _generic_hits(folded: str, remove_all_dates: bool) -> list[tuple[int, int, i
     return hits
 
 
-def _alternation(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    unique = sorted(set(patterns), key=lambda p: (-len(p), p))
-    return re.compile("|".join(unique)) if unique else None
+@dataclass(frozen=True)
+class _Kind:
+    """One kind's regex, run only if the folded text holds one of its required literals."""
+
+    priority: int
+    regex: re.Pattern[str]
+    literals: tuple[str, ...]
+
+
+def _kind(kind: str, alts: Iterable[tuple[str, str]], wrap: str = "{}") -> _Kind | None:
+    unique = sorted(set(alts), key=lambda alt: (-len(alt[0]), alt[0]))
+    if not unique:
+        return None
+    regex = re.compile(wrap.format("|".join(pattern for pattern, _ in unique)))
+    return _Kind(_PRIORITY[kind], regex, tuple(sorted({literal for _, literal in unique})))
 
 
 @lru_cache(maxsize=16)
-def _compile(identifiers: Identifiers) -> tuple[tuple[int, re.Pattern[str]], ...]:
-    """One regex per kind for a patient; cached so that a cleaner per instance costs nothing."""
+def _compile(identifiers: Identifiers) -> tuple[_Kind, ...]:
+    """The regexes of one patient; cached so that a cleaner per instance costs nothing."""
+    words, substrings = _name_alternatives(identifiers.names)
     built = (
-        ("name", _alternation(_name_patterns(identifiers.names))),
-        ("id", _alternation(p for v in identifiers.ids if (p := _id_pattern(v)))),
-        ("date", _alternation(p for v in identifiers.dates for p in _birth_date_patterns(v))),
-        ("other", _alternation(p for v in identifiers.other for p in _other_patterns(v))),
+        # One shared word boundary around all spaced-script names: checked once per position.
+        _kind("name", words, _LETTER_EDGE_L + "(?:{})" + _LETTER_EDGE_R),
+        _kind("name", substrings),
+        _kind("id", (alt for v in identifiers.ids if (alt := _id_alternative(v)))),
+        _kind("date", (alt for v in identifiers.dates for alt in _birth_date_alternatives(v))),
+        _kind("other", (alt for v in identifiers.other for alt in _other_alternatives(v))),
     )
-    return tuple((_PRIORITY[kind], rx) for kind, rx in built if rx is not None)
+    return tuple(kind for kind in built if kind is not None)
 
 
 class TextCleaner:
     """Finds and removes one patient's identifiers, and generic identifiers, in free text."""
 
     def __init__(self, identifiers: Identifiers, remove_all_dates: bool = False) -> None:
-        self._patterns = _compile(identifiers)
+        self._kinds = _compile(identifiers)
         self._remove_all_dates = remove_all_dates
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         """Hits as (start, end, kind), sorted; a hit inside another hit is not reported."""
         folded, starts, ends = _fold_with_map(text)
-        hits = [(m.start(), m.end(), priority)
-                for priority, rx in self._patterns for m in rx.finditer(folded)]
+        hits = [(m.start(), m.end(), kind.priority)
+                for kind in self._kinds if any(lit in folded for lit in kind.literals)
+                for m in kind.regex.finditer(folded)]
         hits += _generic_hits(folded, self._remove_all_dates)
         hits = [h for h in hits if h[1] > h[0]]
         if not hits:
@@ -392,7 +419,19 @@ class TextCleaner:
         return found
 
     def clean(self, text: str) -> str:
-        """Text with every hit replaced by REDACTION; the same object if there was no hit."""
+        """Text with every hit replaced by REDACTION; the same object if there was no hit.
+
+        Cleaning repeats until nothing more is found, because a redaction can change what is
+        around a token (".196000" after an ID was removed is no longer a decimal fraction), so
+        that cleaning a cleaned text changes nothing. Every hit holds a letter or digit and
+        REDACTION holds none, so this ends.
+        """
+        cleaned = self._clean_once(text)
+        while cleaned is not text:
+            text, cleaned = cleaned, self._clean_once(cleaned)
+        return cleaned
+
+    def _clean_once(self, text: str) -> str:
         spans = self.find(text)
         if not spans:
             return text
@@ -427,19 +466,18 @@ _NESTED = (
 
 
 def _as_strings(value: Any, encodings: list[str]) -> list[str]:
-    """Every string in a value of any VR; never raises."""
+    """Every non-empty string in a value of any VR; never raises."""
     if value is None or isinstance(value, pydicom.Sequence):
         return []
     if isinstance(value, bytes | bytearray):
-        raw = bytes(value)
         try:
-            text = decode_bytes(raw, encodings, {0x5C, 0x3D, 0x5E})
+            value = decode_bytes(bytes(value), encodings, {0x5C, 0x3D, 0x5E})
         except Exception:
-            text = raw.decode("latin-1")
-        return [s.strip() for s in text.split("\\") if s.strip(" \x00")]
+            value = bytes(value).decode("latin-1")
     if isinstance(value, str | PersonName):
-        return [s.strip(" \x00") for s in str(value).split("\\") if s.strip(" \x00")]
-    if isinstance(value, list | tuple) or hasattr(value, "__iter__"):
+        parts = (part.strip(" \x00") for part in str(value).split("\\"))
+        return [part for part in parts if part]
+    if hasattr(value, "__iter__"):
         try:
             return [s for item in value for s in _as_strings(item, encodings)]
         except Exception:

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from appliance.cli import CommandError
+from appliance.settings import ConfigError
 from policies.explain import compare_markdown, explain, format_markdown, format_text
 from policies.loader import PolicyError, builtin_policy_names, load_builtin, resolve_policy
 from policies.model import Policy
@@ -45,11 +45,11 @@ def _load(name: str) -> Policy:
     try:
         return resolve_policy(name)
     except PolicyError as exc:
-        raise _UsageError(str(exc)) from exc
+        raise PolicyUsageError(str(exc)) from exc
 
 
-class _UsageError(CommandError):
-    pass
+class PolicyUsageError(ConfigError):
+    """The named policy does not exist or does not load: bad usage, exit status 2."""
 
 
 def run_list(args: argparse.Namespace) -> int:
