@@ -31,7 +31,7 @@ from enum import StrEnum
 from functools import cache, lru_cache
 from importlib import resources
 
-from pydicom.datadict import DicomDictionary, keyword_for_tag
+from pydicom.datadict import DicomDictionary, keyword_for_tag  # type: ignore[attr-defined]
 
 from policies.model import OPTION_COLUMN_ORDER, Op, Option, Override, Policy, Rule
 from policies.private import normalise_creator
@@ -228,6 +228,7 @@ class Plan:
     # Kept free-text attributes (not in Table E.1-1): swept for the patient's own identifiers.
     kept_text: frozenset[int] = frozenset()
     basic: bool = True
+    private_remove: PlannedAction = PlannedAction(Rule(Op.REMOVE), "X", "private, not known safe")
 
     def for_public(self, tag: int, vr: str | None) -> PlannedAction | None:
         """The planned action for an even-group tag; None means keep as is."""

@@ -1,39 +1,112 @@
-"""Keep text valid under the dataset's Specific Character Set.
+"""Text values under the dataset's Specific Character Set: read them raw, keep them writable.
 
-pydicom decodes values with the declared character set and encodes them back with it when the
-dataset is written. A replacement the declared set cannot encode (a non-Latin policy value in a
-Latin-1 dataset) would be written as mojibake or fail, so the dataset switches to ISO_IR 192
-(UTF-8). Before switching, every text element still held raw is decoded with the *old* set;
-otherwise pydicom would write its original bytes under the new label.
+Reading. The engine reads the few values it needs (Patient ID for keys, a date to shift, an ID to
+turn into a dummy) straight from the element's bytes with the dataset's encodings, instead of
+asking pydicom to convert the element: conversion costs far more than the decode, and the engine
+replaces the element anyway.
+
+Writing. pydicom encodes values with the declared character set when the dataset is written. A
+replacement the declared set cannot encode (a non-Latin policy value in a Latin-1 dataset) would
+be written as mojibake or fail, so the dataset switches to ISO_IR 192 (UTF-8). Before switching,
+every text element still held raw is decoded with the *old* set; otherwise pydicom would write
+its original bytes under the new label.
 """
 
 from __future__ import annotations
 
-from pydicom.charset import convert_encodings, encode_string
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.valuerep import PersonName
 
 UTF8 = "ISO_IR 192"
+_PN_DELIMITERS = {0x5C, 0x3D, 0x5E}  # \ = ^
+_TEXT_DELIMITERS = {0x5C}
+_SINGLE_VALUE_VRS = frozenset({"LT", "ST", "UT", "UR"})  # backslash is text, not a separator
+
+AnyElement = DataElement | RawDataElement
 
 
-def _encodings(ds: Dataset) -> list[str]:
-    value = ds.get("SpecificCharacterSet")
-    if not value:
+def encodings_of(ds: Dataset, inherited: list[str] | None = None) -> list[str]:
+    """Python codec names for ``ds``'s Specific Character Set (or the inherited ones)."""
+    elem = ds.get_item(0x00080005)
+    if elem is None or not elem.value:
+        return inherited if inherited is not None else convert_encodings(["ISO_IR 6"])
+    value = elem.value
+    if isinstance(value, bytes):
+        names = [v.strip() for v in value.decode("ascii", "replace").split("\\")]
+    elif isinstance(value, str):
+        names = [value]
+    else:
+        names = [str(v) for v in value]
+    try:
+        return convert_encodings(names or ["ISO_IR 6"])
+    except LookupError:
         return convert_encodings(["ISO_IR 6"])
-    names = list(value) if not isinstance(value, str) else [value]
-    return convert_encodings(names)
+
+
+def raw_strings(elem: AnyElement | None, encodings: list[str], vr: str | None = None) -> list[str]:
+    """The element's values as strings, decoded from raw bytes when it is still raw.
+
+    Values keep their inner spaces; padding (trailing spaces and NULs) is removed. An absent or
+    empty element gives ``[]``.
+    """
+    if elem is None:
+        return []
+    value = elem.value
+    if value is None or value == "" or value == b"":
+        return []
+    vr = vr or elem.VR or ""
+    if isinstance(value, bytes):
+        delimiters = _PN_DELIMITERS if vr == "PN" else _TEXT_DELIMITERS
+        try:
+            text = decode_bytes(value, encodings, delimiters)
+        except (UnicodeError, LookupError, ValueError):
+            text = value.decode("latin-1")
+        if vr in _SINGLE_VALUE_VRS:
+            return [text.rstrip("\x00 ")]
+        return [part.rstrip("\x00 ") for part in text.split("\\")]
+    if isinstance(value, str | PersonName):
+        return [str(value)]
+    if isinstance(value, list | tuple) or hasattr(value, "__iter__"):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def raw_text(elem: AnyElement | None, encodings: list[str]) -> str:
+    """All values joined by backslash and stripped: for keys, comparisons and keyed codes."""
+    return "\\".join(v.strip() for v in raw_strings(elem, encodings)).strip("\\ ")
+
+
+def _strictly_encodable(text: str, encodings: list[str]) -> bool:
+    """Whether ``text`` can be written under ``encodings`` without replacement characters.
+
+    pydicom's own encoder does not fail: it warns and writes "?" instead. With several
+    encodings (ISO 2022 code extensions) each character needs one encoding that holds it.
+    """
+    def holds(codec: str, chars: str) -> bool:
+        try:
+            chars.encode(codec)
+        except (UnicodeError, LookupError):
+            return False
+        return True
+
+    if any(holds(codec, text) for codec in encodings):
+        return True
+    return len(encodings) > 1 and all(
+        any(holds(codec, char) for codec in encodings) for char in text)
 
 
 def encodable(ds: Dataset, text: str) -> bool:
-    try:
-        encode_string(text, _encodings(ds))
-    except (UnicodeError, LookupError, ValueError):
-        return False
-    return True
+    return _strictly_encodable(text, encodings_of(ds))
 
 
 def ensure_encodable(ds: Dataset, written: list[str]) -> bool:
     """Switch ``ds`` to UTF-8 if any of the ``written`` values cannot be encoded; True if so."""
-    if not written or all(encodable(ds, text) for text in written):
+    if not written:
+        return False
+    encodings = encodings_of(ds)
+    if all(_strictly_encodable(text, encodings) for text in written):
         return False
     decode_all(ds)
     ds.SpecificCharacterSet = UTF8

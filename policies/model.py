@@ -52,7 +52,8 @@ OPTION_COLUMN_ORDER: tuple[Option, ...] = (
 BASIC_PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
 OPTION_CODES: dict[Option, tuple[str, str]] = {
     Option.CLEAN_PIXEL_DATA: ("113101", "Clean Pixel Data Option"),
-    Option.CLEAN_RECOGNIZABLE_VISUAL_FEATURES: ("113102", "Clean Recognizable Visual Features Option"),
+    Option.CLEAN_RECOGNIZABLE_VISUAL_FEATURES: (
+        "113102", "Clean Recognizable Visual Features Option"),
     Option.CLEAN_GRAPHICS: ("113103", "Clean Graphics Option"),
     Option.CLEAN_STRUCTURED_CONTENT: ("113104", "Clean Structured Content Option"),
     Option.CLEAN_DESCRIPTORS: ("113105", "Clean Descriptors Option"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class PolicyRefusal(Exception):
@@ -19,8 +20,9 @@ class PolicyRefusal(Exception):
     """
 
 
-@dataclass(frozen=True)
-class ActionRecord:
+class ActionRecord(NamedTuple):
+    """One action on one attribute. A tuple, because a CT instance produces dozens of them."""
+
     path: str  # e.g. "ReferencedSeriesSequence[0].SeriesInstanceUID"
     tag: int
     code: str  # "X", "Z", "D", "U", "C", "K", "pseudonym", ...

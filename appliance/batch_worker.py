@@ -1,0 +1,318 @@
+"""One input file of a batch run: recognise, check, de-identify and stage it (in a worker).
+
+This module is what ``tce deidentify --jobs N`` runs in each worker process. It is kept apart
+from the runner (:mod:`appliance.batch`) so a worker imports only what it needs, and so the rules
+for *what counts as a DICOM instance we can process* live in one place:
+
+* DICOM is recognised by "DICM" at offset 128; a file without a preamble is tried with a forced
+  read only if it starts like a dataset (group 0000-0008), so a video or archive lying in the
+  folder is never parsed. Anything else is *not DICOM*: skipped and reported, never quarantined.
+* pydicom reads truncated files without complaint, so completeness is checked here: values
+  shorter than their declared length, images without Pixel Data, native Pixel Data shorter than
+  Rows x Columns x Samples x Frames x Bits Allocated, and missing Type 1 UIDs all send the file
+  to quarantine with a PHI-free reason.
+* The de-identified file is written to a temporary name next to its final place; the runner
+  fsyncs it and renames it into place, so OUT never holds a partial file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import os
+import re
+import uuid
+from collections import Counter
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from appliance.quarantine import quarantine_file
+from policies.annex_e import keyword_or_tag
+from policies.engine import Deidentifier
+from policies.keying import EngineKeys
+from policies.model import Policy
+from policies.outcome import Outcome, PolicyRefusal
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+TEMP_PREFIX = ".tce-"
+_UNDEFINED = 0xFFFFFFFF
+_UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
+_INDEX_RE = re.compile(r"\[[^\]]*\]")
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+class NotDicom(Exception):
+    """The file is not DICOM at all: skipped and reported, never quarantined."""
+
+
+class MediaDirectory(NotDicom):
+    """A DICOMDIR: the index of a media, not an instance; skipped, never copied to OUT."""
+
+
+class InvalidInstance(Exception):
+    """A DICOM file that cannot be processed; ``str()`` is a PHI-free reason for the report."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file; ``ref`` (sha256[:12] of the relative path) is all a report may show."""
+
+    index: int
+    path: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What happened to one input, in a form that crosses process boundaries cheaply."""
+
+    index: int
+    ref: str
+    kind: str  # written, not_dicom, dicomdir, quarantined, failed
+    size_in: int = 0
+    size_out: int = 0
+    study: str = ""
+    series: str = ""
+    sop: str = ""
+    tmp: str = ""
+    final: str = ""
+    reason: str = ""
+    actions: tuple[tuple[str, str, int], ...] = ()
+    warnings: tuple[str, ...] = ()
+    charset_switched: bool = False
+    fatal: bool = False
+    path: str = ""  # the input, for the runner only (a duplicate is quarantined from it)
+
+
+def read_instance(data: bytes) -> Dataset:
+    """Parse and check one file's bytes.
+
+    Raises :class:`NotDicom` (:class:`MediaDirectory` for a DICOMDIR) or
+    :class:`InvalidInstance`.
+    """
+    if data[128:132] == b"DICM":
+        try:
+            ds = dcmread(io.BytesIO(data))
+        except Exception as exc:
+            raise InvalidInstance(f"not readable as DICOM ({type(exc).__name__})",
+                                  str(exc)) from None
+    else:
+        if len(data) < 8 or not _starts_like_dataset(data):
+            raise NotDicom
+        try:
+            ds = dcmread(io.BytesIO(data), force=True)
+            ds.get("SOPClassUID")
+        except Exception:
+            raise NotDicom from None
+        if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+            raise NotDicom
+    _check_complete(ds)
+    return ds
+
+
+def _starts_like_dataset(data: bytes) -> bool:
+    little = int.from_bytes(data[0:2], "little")
+    big = int.from_bytes(data[0:2], "big")
+    return little <= 0x0008 or big == 0x0008
+
+
+def is_dicomdir_dataset(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    meta_class = meta.get("MediaStorageSOPClassUID") if meta is not None else None
+    return (MEDIA_STORAGE_DIRECTORY in (meta_class, ds.get("SOPClassUID"))
+            or 0x00041220 in ds)  # DirectoryRecordSequence
+
+
+def _check_complete(ds: Dataset) -> None:
+    if is_dicomdir_dataset(ds):
+        raise MediaDirectory
+    for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset would decode every element
+        raw = ds.get_item(tag)
+        if (isinstance(raw, RawDataElement) and raw.value is not None
+                and raw.length != _UNDEFINED and len(raw.value) < raw.length):
+            raise InvalidInstance(f"truncated: {keyword_or_tag(int(tag))} is shorter than declared")
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if not str(ds.get(keyword) or "").strip():
+            raise InvalidInstance(f"invalid: {keyword} is missing or empty")
+    is_image = "Image Storage" in UID(str(ds.SOPClassUID)).name
+    if is_image and not any(k in ds for k in _PIXEL_KEYWORDS):
+        raise InvalidInstance("truncated or invalid: an image without Pixel Data")
+    pixel_data = ds.get_item(0x7FE00010)
+    if pixel_data is not None and not _encapsulated(pixel_data):
+        expected = _native_pixel_bytes(ds)
+        if expected and len(ds.PixelData) < expected:
+            raise InvalidInstance("truncated: Pixel Data is shorter than the image needs")
+
+
+def _encapsulated(elem: RawDataElement | DataElement) -> bool:
+    if isinstance(elem, RawDataElement):
+        return elem.length == _UNDEFINED
+    return bool(elem.is_undefined_length)
+
+
+def _native_pixel_bytes(ds: Dataset) -> int:
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+        bits = int(ds.BitsAllocated)
+        pixels = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * frames
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    return (pixels * bits + 7) // 8
+
+
+class Worker:
+    """Per-process state: one Deidentifier, built once, and where to put what it produces."""
+
+    def __init__(self, policy: Policy, keys: EngineKeys, out_dir: Path | None,
+                 quarantine_dir: Path) -> None:
+        self.engine = Deidentifier(policy, keys)
+        self.path_key = keys.uid
+        self.out_dir = out_dir  # None: dry run, nothing is written anywhere
+        self.quarantine_dir = quarantine_dir
+
+    def process(self, source: Source) -> ItemResult:
+        try:
+            with open(source.path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            reason = f"cannot read input file ({exc.strerror or type(exc).__name__})"
+            return ItemResult(source.index, source.ref, "failed", reason=reason)
+        size = len(data)
+        try:
+            ds = read_instance(data)
+            originals = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                         str(ds.SOPInstanceUID))
+            outcome = self._deidentify(ds)
+            encoded = _encode(ds)
+        except MediaDirectory:
+            return ItemResult(source.index, source.ref, "dicomdir", size_in=size)
+        except NotDicom:
+            return ItemResult(source.index, source.ref, "not_dicom", size_in=size)
+        except InvalidInstance as exc:
+            return self._quarantine(source, data, str(exc), exc.detail)
+        del ds
+        parts = tuple(self._component(new, old) for new, old in zip(
+            (outcome.study_instance_uid, outcome.series_instance_uid, outcome.sop_instance_uid),
+            originals, strict=True))
+        result = ItemResult(
+            source.index, source.ref, "written", path=source.path, size_in=size,
+            size_out=len(encoded),
+            study=parts[0], series=parts[1], sop=parts[2],
+            actions=action_counts(outcome),
+            warnings=tuple(outcome.warnings), charset_switched=outcome.charset_switched)
+        if self.out_dir is None:
+            return result
+        final = self.out_dir / parts[0] / parts[1] / f"{parts[2]}.dcm"
+        try:
+            tmp = _write_temporary(final, encoded)
+        except OSError as exc:
+            reason = f"cannot write to OUT ({exc.strerror or type(exc).__name__})"
+            return ItemResult(source.index, source.ref, "failed", size_in=size, reason=reason,
+                              fatal=True)
+        return replace(result, tmp=str(tmp), final=str(final))
+
+    def _deidentify(self, ds: Dataset) -> Outcome:
+        try:
+            return self.engine.deidentify(ds)
+        except PolicyRefusal as exc:
+            raise InvalidInstance(f"refused by policy: {exc}") from None
+        except Exception as exc:  # a bug or a malformed value: quarantine, keep going
+            raise InvalidInstance(f"de-identification failed ({type(exc).__name__})",
+                                  str(exc)) from None
+
+    def _component(self, new: str, original: str) -> str:
+        """A path component for a new UID; never an original one, never unsafe characters."""
+        if new and new != original and len(new) <= 64 and _UID_RE.fullmatch(new):
+            return new
+        digest = hmac.new(self.path_key, f"path\x00{new}".encode(), hashlib.sha256)
+        return "k" + digest.hexdigest()[:40]
+
+    def _quarantine(self, source: Source, data: bytes, reason: str, detail: str) -> ItemResult:
+        result = ItemResult(source.index, source.ref, "quarantined", size_in=len(data),
+                            reason=reason)
+        if self.out_dir is None:
+            return result
+        try:
+            quarantine_file(data, self.quarantine_dir, reason, detail=_scrub(detail, source))
+        except OSError as exc:
+            why = f"{reason}; could not quarantine ({exc.strerror or type(exc).__name__})"
+            return replace(result, kind="failed", reason=why)
+        return result
+
+
+def _encode(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    try:
+        ds.save_as(buffer, enforce_file_format=True)
+    except Exception as exc:
+        raise InvalidInstance(f"cannot be encoded after de-identification"
+                              f" ({type(exc).__name__})", str(exc)) from None
+    return buffer.getvalue()
+
+
+def _write_temporary(final: Path, data: bytes) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def action_counts(outcome: Outcome) -> tuple[tuple[str, str, int], ...]:
+    """``Outcome.by_attribute()`` as (path, code, count) triples, folding each path once.
+
+    Same result as by_attribute(); the folded path of each distinct attribute path is cached
+    per process, because the same paths recur in every instance of a series.
+    """
+    counts = Counter((record.path, record.code) for record in outcome.actions)
+    folded: Counter[tuple[str, str]] = Counter()
+    for (path, code), n in counts.items():
+        folded[(_fold(path), code)] += n
+    return tuple((path, code, n) for (path, code), n in sorted(folded.items()))
+
+
+@lru_cache(maxsize=65536)
+def _fold(path: str) -> str:
+    """``Seq[3].Item[0].Tag`` -> ``Seq[*].Item[*].Tag``, as Outcome.by_attribute() folds it."""
+    return _INDEX_RE.sub("[*]", path)
+
+
+def _scrub(detail: str, source: Source) -> str:
+    """Technical detail for the reason file, without the input path (paths can carry PHI)."""
+    return detail.replace(source.path, "<input>").replace(os.path.basename(source.path),
+                                                          "<input>")[:500]
+
+
+_WORKER: Worker | None = None
+
+
+def init_worker(policy: Policy, keys: EngineKeys, out_dir: Path | None,
+                quarantine_dir: Path) -> None:
+    """Process-pool initializer: build the worker's Deidentifier once, not once per file."""
+    global _WORKER
+    _WORKER = Worker(policy, keys, out_dir, quarantine_dir)
+
+
+def run_chunk(chunk: list[Source]) -> list[ItemResult]:
+    """Process a few files per task, so pickling and scheduling cost little per file."""
+    assert _WORKER is not None, "worker process was not initialised"
+    return [_WORKER.process(source) for source in chunk]
