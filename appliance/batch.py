@@ -22,8 +22,8 @@ import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -45,8 +45,7 @@ from policies.model import Policy
 
 CHUNK_SIZE = 8
 IN_FLIGHT_PER_JOB = 3
-FSYNC_THREADS = 4
-MAX_UNSYNCED = 64  # staged files waiting for their fsync before the runner waits too
+INCOMPLETE_MARKER = ".tce-incomplete"
 # done, total, bytes read so far, seconds elapsed
 ProgressCallback = Callable[[int, int, int, float], None]
 
@@ -189,11 +188,12 @@ def _chunks(sources: Iterator[Source], size: int) -> Iterator[list[Source]]:
 
 def run_batch(in_path: Path, out_dir: Path | None, policy: Policy, keys: EngineKeys,
               quarantine_dir: Path, *, jobs: int = 1, progress: ProgressCallback | None = None,
-              ) -> BatchReport:
+              sync: bool = True) -> BatchReport:
     """De-identify everything under ``in_path`` into ``out_dir`` (None: a dry run).
 
     A dry run reads and de-identifies every file but writes nothing, not even to the
-    quarantine. Raises ValueError/OSError only for an unusable IN (e.g. a broken DICOMDIR);
+    quarantine. ``sync=False`` skips the end-of-run flush to disk (and so the marker that
+    records it): faster, but OUT may lose its newest files if the machine crashes soon after. Raises ValueError/OSError only for an unusable IN (e.g. a broken DICOMDIR);
     problems with single files are counted in the report.
     """
     report = BatchReport(policy, Path(quarantine_dir), dry_run=out_dir is None, jobs=jobs)
@@ -205,7 +205,7 @@ def run_batch(in_path: Path, out_dir: Path | None, policy: Policy, keys: EngineK
         if progress is not None:
             progress(report.done, report.files, report.bytes_in, time.perf_counter() - started)
 
-    committer = _Committer(report, Path(quarantine_dir), out_dir, tick)
+    committer = _Committer(report, Path(quarantine_dir), out_dir, tick, sync)
 
     def handle(results: list[ItemResult]) -> None:
         for result in results:
@@ -252,41 +252,32 @@ def _run_pool(sources: Iterator[Source], jobs: int, init: WorkerInit, report: Ba
 
 
 class _Committer:
-    """Runs in the parent only: makes staged files durable and renames them, in input order.
+    """Runs in the parent only: renames staged files into place, in input order.
 
-    fsync runs on a few threads while the workers go on computing, so waiting for the disk
-    overlaps with de-identification instead of adding to it; a file is renamed into place only
-    after its fsync returned, so a crash never leaves an empty or partial file under a final name.
+    Durability is per run, not per file: OUT holds a marker file ``.tce-incomplete`` (written and
+    fsynced first) until the whole run has been flushed to disk with one ``sync`` at the end.
+    Per-file fsync cost more than the de-identification itself. If a run is interrupted, the
+    marker stays; the next run into the same OUT then rewrites existing files instead of
+    trusting them (the output is deterministic, so an intact file is rewritten identically).
     """
 
     def __init__(self, report: BatchReport, quarantine_dir: Path, out_dir: Path | None,
-                 progress: Callable[[], None] | None = None) -> None:
+                 progress: Callable[[], None] | None = None, sync: bool = True) -> None:
         self.report = report
         self.quarantine_dir = quarantine_dir
         self.out_dir = out_dir
         self.progress = progress
         self.folders: set[str] = set()
-        self.queue: deque[tuple[ItemResult, Future[None] | None]] = deque()
-        self.syncer = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="tce-fsync")
+        self.resuming = False
+        self.sync = sync
+        self.marker = None if out_dir is None or not sync else out_dir / INCOMPLETE_MARKER
+        if self.marker is not None:
+            self.resuming = self.marker.exists()
+            self.marker.parent.mkdir(parents=True, exist_ok=True)
+            _write_marker(self.marker)
 
     def add(self, result: ItemResult) -> None:
-        """Queue ``result``; commit every leading result whose file is already on disk."""
-        future = self.syncer.submit(_fsync_file, result.tmp) if result.tmp else None
-        self.queue.append((result, future))
-        while self.queue:
-            head = self.queue[0][1]
-            if head is not None and not head.done() and len(self.queue) <= MAX_UNSYNCED:
-                break
-            self._commit(*self.queue.popleft())
-
-    def _commit(self, result: ItemResult, synced: Future[None] | None) -> None:
-        if synced is not None:
-            try:
-                synced.result()
-            except OSError as exc:
-                _unlink(result.tmp)
-                reason = f"cannot write to OUT ({exc.strerror or type(exc).__name__})"
-                result = replace(result, kind="failed", reason=reason, fatal=True, tmp="")
+        """Rename ``result``'s file into place and count it."""
         self._count(result)
         if self.progress is not None:
             self.progress()
@@ -321,7 +312,7 @@ class _Committer:
         report = self.report
         if result.tmp:
             final = Path(result.final)
-            if final.exists():
+            if final.exists() and not self.resuming:
                 self._duplicate(result, final)
                 return
             os.replace(result.tmp, final)
@@ -357,14 +348,10 @@ class _Committer:
         self._problem(result.ref, reason, "quarantined")
 
     def finish(self) -> None:
-        """Commit what is queued, then fsync every folder that received a file and its parents."""
-        try:
-            while self.queue:
-                self._commit(*self.queue.popleft())
-        finally:
-            self.syncer.shutdown(wait=True)
-        if self.out_dir is None:
+        """Flush the run to disk, fsync every folder that received a file, drop the marker."""
+        if self.out_dir is None or not self.sync:
             return
+        os.sync()
         parents = {str(Path(f).parent) for f in self.folders}
         for folder in sorted(self.folders | parents | {str(self.out_dir)}):
             try:
@@ -375,10 +362,21 @@ class _Committer:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        if self.marker is not None and not self.report.aborted:
+            self.marker.unlink(missing_ok=True)
+            _fsync_path(self.out_dir)
 
 
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _write_marker(marker: Path) -> None:
+    with open(marker, "w", encoding="ascii") as handle:
+        handle.write("tce deidentify is writing here; files are not yet known to be on disk\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    _fsync_path(marker.parent)
+
+
+def _fsync_path(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -27,13 +27,16 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from appliance.fastwrite import write_instance
 from appliance.quarantine import quarantine_file
+from appliance.splice import PixelSpan, Truncated, copy_span, read_header
 from policies.annex_e import keyword_or_tag
 from policies.engine import Deidentifier
 from policies.keying import EngineKeys
@@ -44,6 +47,7 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 TEMP_PREFIX = ".tce-"
 _UNDEFINED = 0xFFFFFFFF
 _UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
+_HEAD_BYTES = 132  # preamble and "DICM"
 _INDEX_RE = re.compile(r"\[[^\]]*\]")
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -95,23 +99,31 @@ class ItemResult:
     path: str = ""  # the input, for the runner only (a duplicate is quarantined from it)
 
 
-def read_instance(data: bytes) -> Dataset:
-    """Parse and check one file's bytes.
+def read_instance(source: bytes | str | os.PathLike[str]) -> Dataset:
+    """Parse and check one file, given its path or its bytes.
 
-    Raises :class:`NotDicom` (:class:`MediaDirectory` for a DICOMDIR) or
-    :class:`InvalidInstance`.
+    Raises :class:`NotDicom` (:class:`MediaDirectory` for a DICOMDIR), :class:`InvalidInstance`,
+    or :class:`OSError` if the file cannot be opened.
     """
-    if data[128:132] == b"DICM":
+    if isinstance(source, bytes):
+        return _parse(io.BytesIO(source), source[:_HEAD_BYTES])
+    with open(source, "rb") as fh:  # pydicom reads from the file: no extra copy of the pixels
+        return _parse(fh, fh.read(_HEAD_BYTES))
+
+
+def _parse(fp: BinaryIO, head: bytes) -> Dataset:
+    fp.seek(0)
+    if head[128:132] == b"DICM":
         try:
-            ds = dcmread(io.BytesIO(data))
+            ds = dcmread(fp)
         except Exception as exc:
             raise InvalidInstance(f"not readable as DICOM ({type(exc).__name__})",
                                   str(exc)) from None
     else:
-        if len(data) < 8 or not _starts_like_dataset(data):
+        if len(head) < 8 or not _starts_like_dataset(head):
             raise NotDicom
         try:
-            ds = dcmread(io.BytesIO(data), force=True)
+            ds = dcmread(fp, force=True)
             ds.get("SOPClassUID")
         except Exception:
             raise NotDicom from None
@@ -137,11 +149,12 @@ def is_dicomdir_dataset(ds: Dataset) -> bool:
 def _check_complete(ds: Dataset) -> None:
     if is_dicomdir_dataset(ds):
         raise MediaDirectory
-    for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset would decode every element
-        raw = ds.get_item(tag)
-        if (isinstance(raw, RawDataElement) and raw.value is not None
-                and raw.length != _UNDEFINED and len(raw.value) < raw.length):
-            raise InvalidInstance(f"truncated: {keyword_or_tag(int(tag))} is shorter than declared")
+    # pydicom stops at the end of the file, so only the last element read can be cut short.
+    last = next(reversed(list(ds.keys())), None)
+    raw = ds.get_item(last) if last is not None else None
+    if (isinstance(raw, RawDataElement) and raw.value is not None
+            and raw.length != _UNDEFINED and len(raw.value) < raw.length):
+        raise InvalidInstance(f"truncated: {keyword_or_tag(int(raw.tag))} is shorter than declared")
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         if not str(ds.get(keyword) or "").strip():
             raise InvalidInstance(f"invalid: {keyword} is missing or empty")
@@ -182,45 +195,49 @@ class Worker:
         self.quarantine_dir = quarantine_dir
 
     def process(self, source: Source) -> ItemResult:
+        index, ref = source.index, source.ref
+        size = 0
         try:
+            size = os.stat(source.path).st_size
             with open(source.path, "rb") as fh:
-                data = fh.read()
+                ds, span = read_for_splice(fh, size)
+                if ds is None:
+                    ds = read_instance(source.path)
+                originals = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                             str(ds.SOPInstanceUID))
+                outcome = self._deidentify(ds)
+                return self._write(source, size, ds, outcome, originals, fh, span)
+        except MediaDirectory:
+            return ItemResult(index, ref, "dicomdir")
+        except NotDicom:
+            return ItemResult(index, ref, "not_dicom")
+        except InvalidInstance as exc:
+            return self._quarantine(source, size, str(exc), exc.detail)
         except OSError as exc:
             reason = f"cannot read input file ({exc.strerror or type(exc).__name__})"
-            return ItemResult(source.index, source.ref, "failed", reason=reason)
-        size = len(data)
-        try:
-            ds = read_instance(data)
-            originals = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
-                         str(ds.SOPInstanceUID))
-            outcome = self._deidentify(ds)
-            encoded = _encode(ds)
-        except MediaDirectory:
-            return ItemResult(source.index, source.ref, "dicomdir", size_in=size)
-        except NotDicom:
-            return ItemResult(source.index, source.ref, "not_dicom", size_in=size)
-        except InvalidInstance as exc:
-            return self._quarantine(source, data, str(exc), exc.detail)
-        del ds
+            return ItemResult(index, ref, "failed", reason=reason)
+
+    def _write(self, source: Source, size: int, ds: Dataset, outcome: Outcome,
+               originals: tuple[str, str, str], fh: BinaryIO,
+               span: PixelSpan | None) -> ItemResult:
+        index, ref = source.index, source.ref
         parts = tuple(self._component(new, old) for new, old in zip(
             (outcome.study_instance_uid, outcome.series_instance_uid, outcome.sop_instance_uid),
             originals, strict=True))
         result = ItemResult(
-            source.index, source.ref, "written", path=source.path, size_in=size,
-            size_out=len(encoded),
-            study=parts[0], series=parts[1], sop=parts[2],
-            actions=action_counts(outcome),
+            index, ref, "written", path=source.path, size_in=size,
+            study=parts[0], series=parts[1], sop=parts[2], actions=action_counts(outcome),
             warnings=tuple(outcome.warnings), charset_switched=outcome.charset_switched)
-        if self.out_dir is None:
-            return result
-        final = self.out_dir / parts[0] / parts[1] / f"{parts[2]}.dcm"
+        final = None if self.out_dir is None else (
+            self.out_dir / parts[0] / parts[1] / f"{parts[2]}.dcm")
         try:
-            tmp = _write_temporary(final, encoded)
+            tmp, size_out = _write_temporary(final, ds, fh, span)
+        except InvalidInstance as exc:
+            return self._quarantine(source, size, str(exc), exc.detail)
         except OSError as exc:
             reason = f"cannot write to OUT ({exc.strerror or type(exc).__name__})"
-            return ItemResult(source.index, source.ref, "failed", size_in=size, reason=reason,
-                              fatal=True)
-        return replace(result, tmp=str(tmp), final=str(final))
+            return ItemResult(index, ref, "failed", size_in=size, reason=reason, fatal=True)
+        return replace(result, size_out=size_out, tmp=str(tmp or ""), final=str(final or ""))
 
     def _deidentify(self, ds: Dataset) -> Outcome:
         try:
@@ -238,43 +255,96 @@ class Worker:
         digest = hmac.new(self.path_key, f"path\x00{new}".encode(), hashlib.sha256)
         return "k" + digest.hexdigest()[:40]
 
-    def _quarantine(self, source: Source, data: bytes, reason: str, detail: str) -> ItemResult:
-        result = ItemResult(source.index, source.ref, "quarantined", size_in=len(data),
-                            reason=reason)
+    def _quarantine(self, source: Source, size: int, reason: str, detail: str) -> ItemResult:
+        result = ItemResult(source.index, source.ref, "quarantined", size_in=size, reason=reason)
         if self.out_dir is None:
             return result
         try:
-            quarantine_file(data, self.quarantine_dir, reason, detail=_scrub(detail, source))
+            quarantine_file(source.path, self.quarantine_dir, reason, detail=_scrub(detail, source))
         except OSError as exc:
             why = f"{reason}; could not quarantine ({exc.strerror or type(exc).__name__})"
             return replace(result, kind="failed", reason=why)
         return result
 
 
-def _encode(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
+def read_for_splice(fh: BinaryIO, size: int) -> tuple[Dataset | None, PixelSpan | None]:
+    """The header and Pixel Data span when :mod:`appliance.splice` applies, else (None, None).
+
+    The same completeness rules as :func:`read_instance` hold: a cut-short Pixel Data, an image
+    without Pixel Data or missing UIDs send the file to quarantine.
+    """
+    if fh.read(_HEAD_BYTES)[128:132] != b"DICM":
+        return None, None
+    fh.seek(0)
     try:
-        ds.save_as(buffer, enforce_file_format=True)
-    except Exception as exc:
-        raise InvalidInstance(f"cannot be encoded after de-identification"
-                              f" ({type(exc).__name__})", str(exc)) from None
-    return buffer.getvalue()
+        found = read_header(fh, size)
+    except Truncated:
+        raise InvalidInstance("truncated: PixelData is shorter than declared") from None
+    except Exception:
+        return None, None  # let the full reader say what is wrong
+    if found is None:
+        return None, None
+    ds, span = found
+    if span is None or span.encapsulated:
+        if span is None and "Image Storage" in UID(str(ds.get("SOPClassUID", ""))).name:
+            return None, None
+        _check_header(ds)
+        return ds, span
+    _check_header(ds)
+    expected = _native_pixel_bytes(ds)
+    if expected and span.value_length < expected:
+        raise InvalidInstance("truncated: Pixel Data is shorter than the image needs")
+    return ds, span
 
 
-def _write_temporary(final: Path, data: bytes) -> Path:
+def _check_header(ds: Dataset) -> None:
+    if is_dicomdir_dataset(ds):
+        raise MediaDirectory
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if not str(ds.get(keyword) or "").strip():
+            raise InvalidInstance(f"invalid: {keyword} is missing or empty")
+
+
+def _write_temporary(final: Path | None, ds: Dataset, source: BinaryIO | None = None,
+                     span: PixelSpan | None = None) -> tuple[Path | None, int]:
+    """Encode ``ds`` into a temporary file beside ``final``; (its path, size).
+
+    With a ``span``, ``ds`` holds the header only and the Pixel Data element is copied from
+    ``source`` (see :mod:`appliance.splice`). Without a ``final`` (dry run) the encoding goes to
+    memory and is dropped: it is still done, so a dry run finds the instances that cannot be
+    encoded. The caller fsyncs and renames.
+    """
+    if final is None:
+        buffer = io.BytesIO()
+        _save(ds, buffer)
+        return None, buffer.tell() + (span.end - span.start if span else 0)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        with os.fdopen(fd, "wb") as fh:
+            _save(ds, fh, source.fileno() if source is not None else None)
+            if span is not None and source is not None:
+                try:
+                    copy_span(source, fh, span)
+                except Truncated:
+                    raise InvalidInstance("truncated: PixelData is shorter than declared") \
+                        from None
+            size = fh.seek(0, os.SEEK_END)
     except BaseException:
-        os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
-    os.close(fd)
-    return tmp
+    return tmp, size
+
+
+def _save(ds: Dataset, fh: BinaryIO, source_fd: int | None = None) -> None:
+    try:
+        write_instance(ds, fh, source_fd)
+    except OSError:
+        raise
+    except Exception as exc:
+        raise InvalidInstance(f"cannot be encoded after de-identification"
+                              f" ({type(exc).__name__})", str(exc)) from None
 
 
 def action_counts(outcome: Outcome) -> tuple[tuple[str, str, int], ...]:

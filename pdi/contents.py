@@ -68,7 +68,7 @@ def readme_text(s: VolumeSummary) -> bytes:
         lines.append(f"Institution     {_ascii(s.institution)}")
     lines += [
         f"Media profile   {s.profile}",
-        f"                {DESCRIPTIONS[s.profile]}",
+        *_wrap(DESCRIPTIONS[s.profile], " " * 16, " " * 16),
         "",
         "CONTENTS",
         f"  Patients      {s.patients}",

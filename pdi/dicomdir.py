@@ -20,7 +20,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_dataset
-from pydicom.uid import ExplicitVRLittleEndian, MediaStorageDirectoryStorage
+from pydicom.uid import UID, ExplicitVRLittleEndian, MediaStorageDirectoryStorage
 
 _ITEM_HEADER = 8  # (FFFE,E000) tag + 4-byte length; pydicom writes items with explicit lengths
 _SQ_HEADER = 12  # tag, "SQ", 2 reserved bytes, 4-byte length (Explicit VR Little Endian)
@@ -53,6 +53,8 @@ def _prepare(node: DirNode) -> None:
     if "DirectoryRecordType" not in node.record:
         raise ValueError("every directory record needs a Directory Record Type (0004,1430)")
     node.record.OffsetOfTheNextDirectoryRecord = 0
+    # Retired since 2004, but dciodvfy and older readers still expect it; FFFFH = "in use".
+    node.record.RecordInUseFlag = 0xFFFF
     node.record.OffsetOfReferencedLowerLevelDirectoryEntity = 0
 
 
@@ -64,7 +66,7 @@ def build_dicomdir(
         raise ValueError("a DICOMDIR must reference at least one file (PS3.11 STD-GEN)")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MediaStorageDirectoryStorage
-    meta.MediaStorageSOPInstanceUID = file_set_uid
+    meta.MediaStorageSOPInstanceUID = UID(file_set_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationVersionName = implementation[:16]
 

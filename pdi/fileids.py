@@ -40,19 +40,27 @@ def is_conformant_file_id(components: Sequence[str] | str | PurePosixPath) -> bo
     return all(is_conformant_component(part) for part in parts)
 
 
-def sequential_names(prefix: str) -> Iterator[str]:
-    """Yield PREFIX000001, PREFIX000002, ... padded to exactly 8 characters.
+def numbered_name(prefix: str, number: int) -> str:
+    """PREFIX + `number` zero-padded to exactly 8 characters, e.g. ("IM", 7) -> "IM000007".
 
     The prefix says what the level holds (PT, ST, SE, IM, ...) so a person browsing the medium
-    can find their way; the counter keeps names unique within one directory. Raises ValueError
-    when the counter no longer fits, rather than silently producing a 9-character name.
+    can find their way; the number keeps names unique within one directory. Raises ValueError
+    rather than ever producing a 9-character name.
     """
     if not prefix or not is_conformant_component(prefix) or len(prefix) >= MAX_COMPONENT_LENGTH:
         raise ValueError(f"File ID prefix must be 1-7 characters of A-Z 0-9 _, not {prefix!r}")
     width = MAX_COMPONENT_LENGTH - len(prefix)
-    for number in range(1, 10**width):
-        yield f"{prefix}{number:0{width}d}"
-    raise ValueError(f"more than {10**width - 1} entries with prefix {prefix!r} in one directory")
+    if not 0 <= number < 10**width:
+        raise ValueError(f"{number} does not fit in a File ID component with prefix {prefix!r}")
+    return f"{prefix}{number:0{width}d}"
+
+
+def sequential_names(prefix: str) -> Iterator[str]:
+    """Yield numbered_name(prefix, 1), numbered_name(prefix, 2), ... until the names run out."""
+    number = 1
+    while True:
+        yield numbered_name(prefix, number)
+        number += 1
 
 
 def file_id_path(root: Path, components: Sequence[str]) -> Path:

@@ -63,7 +63,7 @@ def read_header(path: Path) -> Dataset:
 
 def _check_not_truncated(ds: Dataset, size: int) -> None:
     """Raise if a top-level element with a defined length ends beyond the end of the file."""
-    for tag in ds.keys():
+    for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset would read deferred values
         elem = ds.get_item(tag, keep_deferred=True)
         if not isinstance(elem, RawDataElement) or elem.length == _UNDEFINED_LENGTH:
             continue

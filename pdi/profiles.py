@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pydicom.uid import (
-    ExplicitVRLittleEndian,
     JPEG2000,
+    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,

@@ -8,6 +8,13 @@ are built from a fixed list of keys read from the de-identified file, never from
 so a record cannot carry a value the file does not hold (the derived fallbacks are constants,
 ordinals, or a digest of a UID that is itself in the file).
 
+Keys copied (and nothing else): PATIENT Patient's Name, Patient ID; STUDY Study Date and Time,
+Description, Instance UID, ID, Accession Number; SERIES Modality, Instance UID, Number; IMAGE
+Instance Number plus the STD-GEN keys Image Type and Referenced Image Sequence (PS3.11, as dcmtk's
+dcmgpdir writes them); SR DOCUMENT / KEY OBJECT DOC the F.5 keys, with only the root's HAS
+CONCEPT MOD items as Content Sequence (never the report text); PRESENTATION the F.5 keys. Other
+leaf types use pydicom's recorder. Specific Character Set goes on records that can hold text.
+
 Fallbacks (documented in README.TXT when used):
   PATIENT  Patient ID            "NOID" + 8 hex digits of SHA-256(Study Instance UID), so each
                                  study without an ID gets its own PATIENT record (two unknown
@@ -31,10 +38,13 @@ from typing import Any
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.fileset import DIRECTORY_RECORDERS
 
 # pydicom's own SOP Class → record type tables (private in pydicom 3.0; pinned <3.1).
-from pydicom.fileset import _four_level_record_type, _single_level_record_type
+from pydicom.fileset import (
+    DIRECTORY_RECORDERS,
+    _four_level_record_type,
+    _single_level_record_type,
+)
 
 FALLBACK_DATE = "19000101"
 FALLBACK_TIME = "000000"
@@ -140,12 +150,15 @@ def build_records(ds: Dataset) -> Records:
     needs_instance_number = is_empty(ds, "InstanceNumber")
     leaf.InstanceNumber = None if needs_instance_number else ds.InstanceNumber
 
+    filled += [kw for kw, needed in (("SeriesNumber", needs_series_number),
+                                     ("InstanceNumber", needs_instance_number)) if needed]
     records = Records(leaf_type, patient, study, series, leaf, filled,
                       needs_series_number, needs_instance_number)
     charset = ds.get("SpecificCharacterSet")
-    if charset:
-        for record in (patient, study, series, leaf):
-            record.SpecificCharacterSet = charset
+    if charset:  # 1C: only on records that can hold text (as dcmtk does)
+        for record in (patient, study, leaf):
+            if leaf_type != "IMAGE" or record is not leaf:
+                record.SpecificCharacterSet = charset
     return records
 
 
@@ -174,8 +187,11 @@ def _document(ds: Dataset, record: Dataset, filled: list[str], kind: str) -> Non
 def _leaf(ds: Dataset, leaf_type: str, filled: list[str]) -> Dataset:
     record = Dataset()
     if leaf_type == "IMAGE":
+        # STD-GEN additional keys (PS3.11), both 1C: required if present in the image.
         if not is_empty(ds, "ImageType"):
             record.ImageType = ds.ImageType
+        if not is_empty(ds, "ReferencedImageSequence"):
+            record.ReferencedImageSequence = copy.deepcopy(ds.ReferencedImageSequence)
     elif leaf_type == "SR DOCUMENT":
         record.CompletionFlag = _take(ds, "CompletionFlag", "PARTIAL", filled)
         record.VerificationFlag = _take(ds, "VerificationFlag", "UNVERIFIED", filled)
@@ -206,7 +222,7 @@ def _leaf(ds: Dataset, leaf_type: str, filled: list[str]) -> Dataset:
 def _pydicom_leaf(ds: Dataset, leaf_type: str) -> Dataset:
     """Less common leaf types: pydicom's recorder, on a view whose only change is the number."""
     view = Dataset()
-    for tag in ds.keys():
+    for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset would read deferred values
         if tag == 0x00200013:  # InstanceNumber: set below, without touching `ds`
             continue
         raw = ds.get_item(tag, keep_deferred=True)

@@ -11,15 +11,19 @@ Resolution rules (documented in the README, "How actions are resolved"):
    :data:`policies.model.OPTION_COLUMN_ORDER`, a non-empty cell replaces the action.
 2. Compound codes become one code. We do not know each attribute's Type in every IOD, so we keep
    the attribute present whenever the compound allows it, which is valid whatever the Type:
-   ``X/Z`` -> Z; ``X/D`` and ``X/Z/D`` -> D (Z for a sequence: an empty sequence is valid for
-   Type 2 and 3, and a dummy item would be invented content); ``Z/D`` -> D for attributes that
-   are Type 1 in some IOD or a DICOMDIR key (:data:`TYPE1_KEYWORDS`), else Z; ``X/Z/U*`` -> keep
-   the sequence, remap every UID inside and apply the profile to its items.
+   ``X/Z`` -> Z; ``X/D`` and ``X/Z/D`` -> D (for a sequence: its items are kept and everything
+   in them becomes a dummy, as for Content Sequence D, so a Type 1 sequence stays valid and no
+   item is invented); ``Z/D`` -> D for attributes that are Type 1 in some IOD or a DICOMDIR key
+   (:data:`TYPE1_KEYWORDS`), else Z; ``X/Z/U*`` -> keep the sequence, remap every UID inside
+   and apply the profile to its items.
 3. DICOMDIR rule: Patient ID, Study Date, Study Time and Study ID are Type 1 keys of the
-   PATIENT and STUDY directory records, so a Z for them becomes D.
+   PATIENT and STUDY directory records, so a Z for them becomes D. IOD rule: the few attributes
+   the table removes although an IOD requires them (:data:`IOD_REQUIRED_KEYWORDS`) get D.
 4. Attributes the table does not list are handled by VR, as PS3.15 E.1.1 advises: UI values are
    remapped (U) unless structural; DA/DT/TM follow the date rule of the options in force; PN
-   values are emptied; sequences are kept and their items cleaned; other VRs are kept.
+   values are emptied; sequences are kept and their items cleaned; other VRs are kept, and
+   kept free text (:data:`SWEPT_TEXT_VRS`) is swept for the patient's identifiers by the engine.
+   Unknown public attributes with a text VR are removed.
 5. Policy overrides win over all of the above.
 """
 
@@ -40,6 +44,13 @@ TYPE1_KEYWORDS = frozenset({
     "PatientID", "StudyDate", "StudyTime", "StudyID", "ContentDate", "ContentTime",
 })
 DICOMDIR_TYPE1_KEYWORDS = frozenset({"PatientID", "StudyDate", "StudyTime", "StudyID"})
+# Attributes Table E.1-1 removes (X) although an IOD requires them: removing them leaves an
+# invalid object (dciodvfy reports it), so they get a dummy (D) instead. Presentation Creation
+# Date and Time are Type 1 in every presentation state; Requested Procedure ID is Type 2 in the
+# Referenced Request Sequence of SR and KOS documents.
+IOD_REQUIRED_KEYWORDS = frozenset({
+    "PresentationCreationDate", "PresentationCreationTime", "RequestedProcedureID",
+})
 
 # UIDs that name kinds of things, not instances: never remapped whatever their value.
 STRUCTURAL_UID_KEYWORDS = frozenset({
@@ -156,11 +167,10 @@ def _vr_of(tag: int) -> str:
 
 def resolve_code(code: str, keyword: str | None, vr: str) -> str:
     """Turn a (possibly compound) PS3.15 code into the single code this product applies."""
-    is_sequence = vr == "SQ"
     if code == "X/Z":
         resolved = "Z"
     elif code in ("X/D", "X/Z/D"):
-        resolved = "Z" if is_sequence else "D"
+        resolved = "D"
     elif code == "Z/D":
         resolved = "D" if keyword in TYPE1_KEYWORDS else "Z"
     elif code == "X/Z/U*":
@@ -179,6 +189,8 @@ def _row_action(row: TableRow, options: frozenset[Option], vr: str) -> PlannedAc
             code, origin = cell, option.value
             clean = _CLEAN_KIND_BY_OPTION.get(option) if cell == "C" else None
     resolved = resolve_code(code, row.keyword, vr)
+    if resolved == "X" and row.keyword in IOD_REQUIRED_KEYWORDS:
+        resolved = "D"
     if resolved != code:
         origin = f"{origin} -> {resolved}"
     if resolved == "C" and clean is None:

@@ -97,15 +97,24 @@ def _strictly_encodable(text: str, encodings: list[str]) -> bool:
         any(holds(codec, char) for codec in encodings) for char in text)
 
 
+def _declared_encodings(ds: Dataset) -> list[str]:
+    """The encodings a reader may assume: without a declaration that is ASCII (ISO_IR 6), not
+    the Latin-1 pydicom tolerates when reading."""
+    elem = ds.get_item(0x00080005)
+    if elem is None or not raw_text(elem, ["ascii"]).strip("\\ "):
+        return ["ascii"]
+    return encodings_of(ds)
+
+
 def encodable(ds: Dataset, text: str) -> bool:
-    return _strictly_encodable(text, encodings_of(ds))
+    return _strictly_encodable(text, _declared_encodings(ds))
 
 
 def ensure_encodable(ds: Dataset, written: list[str]) -> bool:
     """Switch ``ds`` to UTF-8 if any of the ``written`` values cannot be encoded; True if so."""
     if not written:
         return False
-    encodings = encodings_of(ds)
+    encodings = _declared_encodings(ds)
     if all(_strictly_encodable(text, encodings) for text in written):
         return False
     decode_all(ds)

@@ -143,7 +143,7 @@ class _Run(Walker):
         self.declared = (frozenset(), frozenset())
         self.sweep = None
         self.pending_groups = []
-        self.walked = set()
+        self.walked = {}
 
     # -- setup and teardown -------------------------------------------------------------------
     def prepare(self) -> None:
@@ -158,7 +158,7 @@ class _Run(Walker):
         # Read before anything changes: the cleaner and the sweep look for these values.
         self._originals = OriginalIdentifiers(ds, enc)
         if self.plan.basic:
-            self.sweep = None
+            self.sweep = self.engine.tokens_for(self._originals.top, enc)
         if Option.RETAIN_SAFE_PRIVATE in self.policy.options and 0x00080300 in ds:
             self.declared = declared_safe(ds)
         if self.params.compute_age and not raw_text(ds.get_item(0x00101010), enc):

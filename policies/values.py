@@ -28,6 +28,8 @@ FREE_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN"})
 _INT_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "AT"})
 _FLOAT_VRS = frozenset({"FL", "FD"})
 _BYTE_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
+# VRs a keyed code (upper-case letters and digits) is valid in; others get a keyed UID or a dummy.
+_CODE_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UN"})
 _RAW_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
                            "TM", "UC", "UI", "UR", "UT"})
 
@@ -207,6 +209,9 @@ class ValueActions:
 
     def hash(self, ds: Dataset, tag: BaseTag, elem: AnyElement, vr: str,
              planned: PlannedAction, path: str) -> None:
+        if vr not in _CODE_VRS:
+            self.uid(ds, tag, elem, vr, planned, path)  # a keyed UID, or a dummy
+            return
         original = raw_text(elem, self.encodings)
         if original:
             length = planned.rule.length or self.params.pseudonym_length
@@ -216,6 +221,9 @@ class ValueActions:
 
     def pseudonym(self, ds: Dataset, tag: BaseTag, elem: AnyElement, vr: str,
                   planned: PlannedAction, path: str) -> None:
+        if vr not in _CODE_VRS:
+            self.uid(ds, tag, elem, vr, planned, path)  # a keyed UID, or a dummy
+            return
         rule = planned.rule
         keyword = keyword_or_tag(tag)
         domain = rule.source or keyword

@@ -25,7 +25,7 @@ from __future__ import annotations
 from enum import Enum
 
 from pydicom.datadict import DicomDictionary, tag_for_keyword  # type: ignore[attr-defined]
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
@@ -52,7 +52,10 @@ CODE_TAGS = frozenset(
     )
 )
 # Sequences whose codes identify a person: under D their code values become dummies too.
-IDENTIFYING_CODE_SEQUENCES = frozenset({0x00401101})  # Person Identification Code Sequence
+IDENTIFYING_CODE_SEQUENCES = frozenset({
+    0x00401101,  # Person Identification Code Sequence
+    0x00080082,  # Institution Code Sequence
+})
 _ILLEGAL_PRIVATE_GROUPS = frozenset({0x0001, 0x0003, 0x0005, 0x0007, 0xFFFF})
 _KEEP_SAFE = PlannedAction(Rule(Op.KEEP), "K", "retain_safe_private: known safe")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -76,7 +79,7 @@ class Walker(ValueActions):
     declared: tuple[frozenset[tuple[int, str]], frozenset[tuple[int, str, int]]]
     sweep: SweepTokens | None
     pending_groups: list[int]
-    walked: set[int]
+    walked: dict[int, Dataset]
 
     def walk(self, ds: Dataset, mode: Mode, prefix: str) -> None:
         plan = self.plan
@@ -101,10 +104,12 @@ class Walker(ValueActions):
                 if planned is None:
                     if mode is not Mode.NORMAL:
                         self._free_text(ds, tag, elem, _vr(tag_int, elem.VR), mode, prefix)
-                    elif sweep is not None and tag_int in kept_text and sweep.hit(elem.value):
-                        vr = _vr(tag_int, elem.VR)
-                        self.clean_text(ds, tag, elem, vr, prefix + keyword_or_tag(tag_int),
-                                        "kept text held a patient identifier")
+                    elif sweep is not None and tag_int in kept_text:
+                        elem = _loaded(ds, tag, elem)
+                        if sweep.hit(elem.value):
+                            self.clean_text(ds, tag, elem, _vr(tag_int, elem.VR),
+                                            prefix + keyword_or_tag(tag_int),
+                                            "kept text held a patient identifier")
                     continue
             self._apply(ds, tag, elem, planned, mode, prefix)
         if creators is not None:
@@ -117,7 +122,14 @@ class Walker(ValueActions):
     def _free_text(self, ds: Dataset, tag: BaseTag, elem: AnyElement, vr: str, mode: Mode,
                    prefix: str) -> None:
         tag_int = int(tag)
-        if vr not in FREE_TEXT_VRS or (tag_int in CODE_TAGS and mode is not Mode.DUMMY_ALL):
+        if vr not in FREE_TEXT_VRS:
+            return
+        elem = _loaded(ds, tag, elem)
+        if tag_int in CODE_TAGS and mode is not Mode.DUMMY_ALL:
+            # Controlled terminology stays, unless a (local) code names the patient.
+            if self.sweep is not None and self.sweep.hit(elem.value):
+                self.clean_text(ds, tag, elem, vr, prefix + keyword_or_tag(tag_int),
+                                "code text held a patient identifier")
             return
         path = prefix + keyword_or_tag(tag_int)
         if mode is Mode.CLEAN:
@@ -138,6 +150,7 @@ class Walker(ValueActions):
             if tag_int & 0xFFFF == 0x3000 and 0x6000 <= tag_int >> 16 <= 0x60FF:
                 self.pending_groups.append(tag_int >> 16)  # the rest of the overlay goes too
             return
+        elem = _loaded(ds, tag, elem)
         vr = _vr(tag_int, elem.VR)
         if " or " in vr:  # ambiguous (US or SS, OB or OW): pydicom resolves it from the dataset
             elem = ds[tag]
@@ -208,7 +221,7 @@ class Walker(ValueActions):
             # An item object shared by two sequences (datasets built in memory) is walked once:
             # a second pass would remap its already remapped UIDs.
             if id(item) not in self.walked:
-                self.walked.add(id(item))
+                self.walked[id(item)] = item  # held, so that no other item reuses the id
                 self.walk(item, mode, f"{path}[{index}].")
 
     # -- private attributes -------------------------------------------------------------------
@@ -243,21 +256,31 @@ class Walker(ValueActions):
 
     def _keep_private(self, ds: Dataset, tag: BaseTag, elem: AnyElement, mode: Mode,
                       prefix: str) -> None:
-        """A kept private element: enter it if it is a sequence, remap it if it is a UID."""
+        """A kept private element: enter it if it is a sequence, remap it if it is a UID, and
+        clean it (remove it, if its VR is unknown) if it names the patient."""
         vr = elem.VR
+        path = f"{prefix}({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X})"
         if vr is None or vr == "UN":
             if not _looks_like_sequence(elem):
-                return  # opaque bytes: kept as they are
+                if self._swept_out(elem, mode):  # opaque bytes naming the patient: removed
+                    del ds[tag]
+                    self.note(tag, path, "X", "kept private value held a patient identifier")
+                return
             elem = ds[tag]
             vr = elem.VR
-        path = f"{prefix}({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X})"
-        if vr == "SQ":
+        if vr in FREE_TEXT_VRS and self._swept_out(elem, mode):
+            self.clean_text(ds, tag, elem, vr, path, "kept private text held a patient identifier")
+        elif vr == "SQ":
             if mode is not Mode.NORMAL or self._needs_walk(elem):
                 self._recurse(ds, tag, mode, path)
         elif vr == "UI" and self.plan.basic and Option.RETAIN_UIDS not in self.policy.options:
             self.uid(ds, tag, elem, vr, _KEEP_SAFE, path)
         elif mode is not Mode.NORMAL and vr in FREE_TEXT_VRS:
             self._free_text(ds, tag, elem, vr, mode, prefix)
+
+    def _swept_out(self, elem: AnyElement, mode: Mode) -> bool:
+        """Whether a kept value holds one of the patient's identifiers (normal mode only)."""
+        return mode is Mode.NORMAL and self.sweep is not None and self.sweep.hit(elem.value)
 
     def _is_safe(self, group: int, creator: str, offset: int) -> bool:
         table = self.safe_private
@@ -273,6 +296,13 @@ def _vr(tag: int, vr: str | None) -> str:
         return vr
     entry = DicomDictionary.get(tag)
     return entry[0] if entry is not None else (vr or "UN")
+
+
+def _loaded(ds: Dataset, tag: BaseTag, elem: AnyElement) -> AnyElement:
+    """The element with its value: a deferred one (read with ``defer_size``) is read now."""
+    if elem.value is None and isinstance(elem, RawDataElement) and elem.length:
+        return ds[tag]
+    return elem
 
 
 def _looks_like_sequence(elem: AnyElement) -> bool:

@@ -59,9 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--sample", type=int, default=1, metavar="N",
                         help="instances to preview with --dry-run (default 1)")
     parser.add_argument("--report", type=Path, metavar="FILE",
-                        help="write a JSON report (counts, actions per attribute, reasons; no PHI)")
+                        help="write a JSON report (counts, actions per attribute, reasons; no"
+                             " PHI); written with --dry-run too")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress line, even on a terminal")
+    parser.add_argument("--no-sync", action="store_true",
+                        help="do not flush OUT to disk at the end (faster; a crash soon after"
+                             " the run may lose its newest files)")
     parser.set_defaults(func=run)
     _register_sample_command(subparsers)
 
@@ -92,9 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sample < 0:
         raise ConfigError("--sample must be 0 or more")
 
-    if args.dry_run:
-        preview(in_path, policy, keys, args.sample, sys.stdout)
-    else:
+    if not args.dry_run:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -102,10 +104,14 @@ def run(args: argparse.Namespace) -> int:
     show = not args.no_progress and sys.stderr.isatty()
     bar = Progress(sys.stderr) if show else None
     try:
+        if args.dry_run:
+            preview(in_path, policy, keys, args.sample, sys.stdout)
         report = run_batch(in_path, None if args.dry_run else out_dir, policy, keys,
-                           settings.quarantine_dir, jobs=jobs, progress=bar)
-    except (OSError, ValueError) as exc:
-        raise CommandError(f"cannot read IN {in_path}: {exc}") from None
+                           settings.quarantine_dir, jobs=jobs, progress=bar,
+                           sync=not args.no_sync)
+    except (OSError, ValueError) as exc:  # e.g. a DICOMDIR that cannot be read
+        raise CommandError(f"cannot read IN {in_path}: {exc}; check that it is a folder or"
+                           " a readable DICOMDIR") from None
     finally:
         if bar is not None:
             bar.clear()
@@ -217,7 +223,7 @@ def preview(in_path: Path, policy: Policy, keys: EngineKeys, count: int, out: Te
     shown = 0
     for source in sources:
         try:
-            ds = read_instance(Path(source.path).read_bytes())
+            ds = read_instance(source.path)
         except (OSError, NotDicom, InvalidInstance):  # NotDicom covers a DICOMDIR too
             continue
         before = copy.deepcopy(ds)

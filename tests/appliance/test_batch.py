@@ -246,3 +246,44 @@ def test_action_counts_fold_like_outcome_by_attribute() -> None:
         expected = {(path, code, n) for path, codes in outcome.by_attribute().items()
                     for code, n in codes.items()}
         assert set(action_counts(outcome)) == expected
+
+
+def test_preamble_less_file_is_de_identified(tmp_path: Path) -> None:
+    ds = make_sample_study_set(0)[0]
+    del ds.file_meta
+    ds.preamble = None
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "raw", implicit_vr=True, little_endian=True)
+    out, _, report = run(tmp_path / "in", tmp_path)
+    [written] = output_files(out)
+    assert report.ok and report.instances == 1
+    assert dcmread(written).PatientName == ""
+
+
+def test_a_write_error_on_out_stops_the_run(sample: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance import batch_worker
+
+    def disk_full(final: Path | None, ds: Dataset, *_: object) -> tuple[Path | None, int]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(batch_worker, "_write_temporary", disk_full)
+    out, _, report = run(sample, tmp_path)
+    assert report.aborted == "cannot write to OUT (No space left on device)"
+    assert report.failed >= 1 and not report.ok
+    assert report.done < report.files, "the run must stop instead of failing every file"
+    assert output_files(out) == [out / ".tce-incomplete"], "an aborted run keeps its marker"
+
+
+def test_an_interrupted_run_is_rewritten_not_trusted(sample: Path, tmp_path: Path) -> None:
+    """A marker left by an interrupted run makes the next run rewrite files, even torn ones."""
+    out, _, first = run(sample, tmp_path)
+    assert not (out / ".tce-incomplete").exists(), "a finished run removes its marker"
+    files = [p for p in output_files(out)]
+    digests = {p: p.read_bytes() for p in files}
+    files[0].write_bytes(b"torn by a crash")
+    (out / ".tce-incomplete").write_text("interrupted")
+    _, _, second = run(sample, tmp_path)
+    assert second.duplicates == 0 and second.quarantined == first.quarantined
+    assert {p: p.read_bytes() for p in files} == digests
+    assert not (out / ".tce-incomplete").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from pydicom import config
 from pydicom.valuerep import validate_value
 
 from policies import actions
@@ -33,7 +34,7 @@ def test_dummy_is_non_empty_and_valid_for_its_vr(vr: str, keyword: str) -> None:
     value = dummy_value(vr, keyword, "ORIGINAL-VALUE 123", KEY)
     assert value not in (None, "", b"")
     if " or " not in vr:
-        validate_value(vr, value, "raise")  # raises ValueError on an invalid value
+        validate_value(vr, value, config.RAISE)  # raises ValueError on an invalid value
 
 
 def test_identifier_dummies_are_keyed_and_consistent() -> None:
@@ -114,7 +115,7 @@ def test_empty_values_stay_empty() -> None:
 ])
 def test_coarsen(vr: str, value: str, mode: DateMode, expected: str) -> None:
     assert modify_date(vr, value, mode, 0) == expected
-    validate_value(vr, expected, "raise")
+    validate_value(vr, expected, config.RAISE)
 
 
 @pytest.mark.parametrize("bad", ["2024-13-01", "20240230", "yesterday", "2024011", "20241301"])
@@ -141,7 +142,7 @@ def test_unparseable_dt_raises() -> None:
 def test_age_bands_are_valid_as(age: str, width: int, expected: str) -> None:
     banded = band_age(age, width, 90)
     assert banded == expected
-    validate_value("AS", banded, "raise")
+    validate_value("AS", banded, config.RAISE)
 
 
 def test_age_cap_can_be_turned_off() -> None:

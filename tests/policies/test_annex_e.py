@@ -34,9 +34,9 @@ def test_table_is_the_2026c_table() -> None:
 @pytest.mark.parametrize(("code", "keyword", "vr", "expected"), [
     ("X/Z", "AcquisitionDate", "DA", "Z"),
     ("X/D", "SeriesDate", "DA", "D"),
-    ("X/D", "OperatorIdentificationSequence", "SQ", "Z"),
+    ("X/D", "OperatorIdentificationSequence", "SQ", "D"),  # items kept, contents dummies
     ("X/Z/D", "InstitutionName", "LO", "D"),
-    ("X/Z/D", "InstitutionCodeSequence", "SQ", "Z"),
+    ("X/Z/D", "InstitutionCodeSequence", "SQ", "D"),
     ("Z/D", "PatientID", "LO", "D"),
     ("Z/D", "ContentDate", "DA", "D"),
     ("Z/D", "ContentCreatorName", "PN", "Z"),

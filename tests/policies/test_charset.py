@@ -118,3 +118,15 @@ def test_raw_values_decode_with_the_dataset_encodings(make_ct: Callable[..., Dat
     assert raw_strings(ds.get_item("PatientID"), encodings) == ["ID", "OTHER"]
     assert raw_text(ds.get_item("PatientID"), encodings) == "ID\\OTHER"
     assert raw_text(None, encodings) == ""
+
+
+def test_no_declared_set_means_ascii(make_policy: MakePolicy, deid: Deid,
+                                     roundtrip: RoundTrip, make_ct: Callable[..., Dataset]) -> None:
+    ds = _from_file(make_ct())
+    assert "SpecificCharacterSet" not in ds
+    policy = make_policy(overrides=[
+        {"tag": "InstitutionName", "action": "replace", "value": "Hôpital Saint-Éloi"}])
+    assert deid(policy, ds).charset_switched
+    out = roundtrip(ds)
+    assert out.SpecificCharacterSet == "ISO_IR 192"
+    assert out.InstitutionName == "Hôpital Saint-Éloi"

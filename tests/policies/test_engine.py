@@ -12,11 +12,13 @@ from collections.abc import Callable
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.uid import ImplicitVRLittleEndian
 
 from policies.engine import Deidentifier
 from policies.keying import EngineKeys
 from policies.model import Policy
 from policies.outcome import Outcome, PolicyRefusal
+from policies.private import SafePrivateTable
 
 MakePolicy = Callable[..., Policy]
 Deid = Callable[..., Outcome]
@@ -40,7 +42,11 @@ def test_basic_profile_action_codes(make_policy: MakePolicy, deid: Deid, roundtr
     ds = ct
     ds.InstitutionAddress = "5 Westphall Avenue"  # X
     ds.AcquisitionDate = "20240115"  # X/Z -> Z
-    ds.OperatorIdentificationSequence = [Dataset()]  # X/D on a sequence -> empty sequence
+    ds.ContentCreatorName = "Zhivago^Yuri"  # Z/D -> Z (Type 2 where it is used)
+    operator = Dataset()
+    operator.InstitutionName = "Saint Elsewhere"
+    operator.PersonIdentificationCodeSequence = [_code_item("EMP-88123", "Ratched, Mildred")]
+    ds.OperatorIdentificationSequence = [operator]  # X/D on a sequence: items kept, dummies
     outcome = deid(make_policy(), ds)
     out = roundtrip(ds)
     # D: a non-empty stand-in
@@ -50,7 +56,10 @@ def test_basic_profile_action_codes(make_policy: MakePolicy, deid: Deid, roundtr
     # Z: present and empty
     assert "PatientName" in out and out.PatientName == ""
     assert "AcquisitionDate" in out and out.AcquisitionDate == ""
-    assert out.OperatorIdentificationSequence == Sequence()
+    assert "ContentCreatorName" in out and out.ContentCreatorName == ""
+    operator = out.OperatorIdentificationSequence[0]
+    assert operator.InstitutionName == "ANONYMIZED"
+    assert operator.PersonIdentificationCodeSequence[0].CodeValue != "EMP-88123"
     # X: gone
     for keyword in ("InstitutionAddress", "PatientAge", "SeriesDescription"):
         assert keyword not in out
@@ -85,6 +94,75 @@ def test_x_z_u_star_keeps_the_sequence_and_remaps_its_references(
         assert item.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"  # structural: kept
         assert item.ReferencedSOPInstanceUID == outcome.uid_map[
             "1.2.826.0.1.3680043.10.999.77.1.1.9"]
+
+
+def test_dicomdir_type1_keys_are_never_empty(make_policy: MakePolicy, deid: Deid,
+                                            roundtrip: RoundTrip,
+                                            make_ct: Callable[..., Dataset]) -> None:
+    missing, empty = make_ct(), make_ct({"PatientID": ""})
+    for keyword in ("StudyID", "StudyDate", "StudyTime"):
+        delattr(missing, keyword)
+        setattr(empty, keyword, "")
+    del missing.PatientID
+    for ds in (missing, empty):
+        deid(make_policy(), ds)
+        out = roundtrip(ds)
+        for keyword in ("PatientID", "StudyID", "StudyDate", "StudyTime"):
+            assert str(out[keyword].value).strip(), keyword
+    assert missing.StudyID == empty.StudyID  # keyed on the study, not one shared constant
+
+
+def test_well_known_uids_are_never_remapped(make_policy: MakePolicy, deid: Deid,
+                                           ct: Dataset) -> None:
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator, scheme.CodingSchemeUID = "SCT", "2.16.840.1.113883.6.96"
+    ct.CodingSchemeIdentificationSequence = [scheme]
+    ct.ConcatenationUID = "1.2.840.10008.1.2.1"  # a UID from pydicom's dictionary
+    ct.SOPClassesInStudy = ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"]
+    deid(make_policy(), ct)
+    assert ct.CodingSchemeIdentificationSequence[0].CodingSchemeUID == "2.16.840.1.113883.6.96"
+    assert ct.ConcatenationUID == "1.2.840.10008.1.2.1"
+    assert ct.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+    assert list(ct.SOPClassesInStudy) == ["1.2.840.10008.5.1.4.1.1.2",
+                                          "1.2.840.10008.5.1.4.1.1.4"]
+    assert ct.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+
+
+def test_an_item_shared_by_two_sequences_is_remapped_once(make_policy: MakePolicy,
+                                                          deid: Deid, ct: Dataset) -> None:
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ref.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.10.999.77.1.1.1"
+    ct.ReferencedImageSequence = [ref]
+    ct.SourceImageSequence = [ref]  # the same object, as code building datasets may do
+    deid(make_policy(), ct)
+    assert ref.ReferencedSOPInstanceUID == ct.SOPInstanceUID
+
+
+def test_kept_free_text_is_swept_for_the_patients_identifiers(
+        make_policy: MakePolicy, deid: Deid, roundtrip: RoundTrip, ct: Dataset) -> None:
+    ct.ContentDescription = "Nodule markup for John Doe"  # not in Table E.1-1: kept
+    ct.ImageSetLabel = "DOE, JOHN MRN4417702"
+    ct.ConvolutionKernel = "STANDARD"
+    deid(make_policy(), ct)
+    out = roundtrip(ct)
+    assert out.ContentDescription == "Nodule markup for ***"
+    assert "DOE" not in out.ImageSetLabel and "4417702" not in out.ImageSetLabel
+    assert out.ConvolutionKernel == "STANDARD"  # nothing to find: untouched
+    assert out.Manufacturer == "GE MEDICAL SYSTEMS"
+
+
+def test_overrides_reach_every_depth_without_a_base_profile(
+        make_policy: MakePolicy, deid: Deid, ct: Dataset) -> None:
+    other = Dataset()
+    other.PatientID, other.IssuerOfPatientID = "MRN4417702", "ELSW"
+    ct.OtherPatientIDsSequence = [other]
+    _private(ct, 0x0009, "ACME 1.0", {0x10: ("LO", "kept as is")})
+    deid(make_policy(base="none", overrides=[{"tag": "PatientID", "action": "pseudonym"}]), ct)
+    assert ct.PatientID != "MRN4417702"
+    assert ct.OtherPatientIDsSequence[0].PatientID == ct.PatientID
+    assert ct.PatientName == "Doe^John" and ct.StudyInstanceUID.startswith("1.2.826")
+    assert ct.private_block(0x0009, "ACME 1.0")[0x10].value == "kept as is"
 
 
 def test_content_sequence_d_turns_free_text_into_dummies_but_keeps_codes(
@@ -314,6 +392,19 @@ def test_value_overrides(make_policy: MakePolicy, deid: Deid, roundtrip: RoundTr
     assert ("PatientName", str(out.PatientName), "MRN4417702") in issued
 
 
+def test_hash_and_pseudonym_stay_valid_for_non_text_vrs(make_policy: MakePolicy, deid: Deid,
+                                                        roundtrip: RoundTrip,
+                                                        ct: Dataset) -> None:
+    policy = make_policy(overrides=[
+        {"tag": "FrameOfReferenceUID", "action": "hash"},
+        {"tag": "SeriesDate", "action": "pseudonym"},
+    ])
+    deid(policy, ct)
+    out = roundtrip(ct)
+    assert out.FrameOfReferenceUID.startswith("2.25.")  # a keyed UID, not a code
+    assert out.SeriesDate == "19000101"  # a dummy date, not letters in a DA
+
+
 def test_pseudonyms_are_stable_and_keyed(make_policy: MakePolicy, keys: EngineKeys,
                                          other_keys: EngineKeys,
                                          make_ct: Callable[..., Dataset]) -> None:
@@ -410,6 +501,28 @@ def test_retain_safe_private_keeps_only_known_safe_elements(make_policy: MakePol
         assert not [t for t in out.keys() if t.group == group], hex(group)  # noqa: SIM118
     creators = [e.value for e in out if e.tag.is_private_creator]
     assert creators == ["ELSCINT1"]
+
+
+def test_a_safe_private_value_that_names_the_patient_is_cleaned(
+        make_policy: MakePolicy, keys: EngineKeys, roundtrip: RoundTrip,
+        make_ct: Callable[..., Dataset]) -> None:
+    table = SafePrivateTable({(0x0019, "ACME 1.0", 0x10): "site conformance statement",
+                              (0x0019, "ACME 1.0", 0x11): "site conformance statement"})
+    engine = Deidentifier(make_policy(["retain_safe_private"]), keys, safe_private=table)
+    ds = make_ct()
+    _private(ds, 0x0019, "ACME 1.0", {0x10: ("LO", "Protocol for John Doe"),
+                                      0x11: ("LO", "Chest routine")})
+    implicit = make_ct()
+    implicit.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    _private(implicit, 0x0019, "ACME 1.0", {0x10: ("LO", "Protocol for John Doe"),
+                                            0x11: ("LO", "Chest routine")})
+    implicit = roundtrip(implicit)  # now the private values have no VR: opaque bytes
+    for each in (ds, implicit):
+        engine.deidentify(each)
+    block = roundtrip(ds).private_block(0x0019, "ACME 1.0")
+    assert block[0x10].value == "Protocol for ***" and block[0x11].value == "Chest routine"
+    opaque = roundtrip(implicit).private_block(0x0019, "ACME 1.0")
+    assert 0x10 not in opaque and opaque[0x11].value in (b"Chest routine ", "Chest routine")
 
 
 def test_without_retain_safe_private_every_private_attribute_goes(

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom import config
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.valuerep import validate_value
 
 from policies.engine import Deidentifier
 from policies.keying import EngineKeys
@@ -46,6 +49,19 @@ def _run_set(policy: Policy, keys: EngineKeys, datasets: list[Dataset],
         data = written(ds)
         out.append((pydicom.dcmread(io.BytesIO(data)), data))
     return out
+
+
+_CHECKED_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM",
+                          "UI", "UR"})
+
+
+def _valid(elem: pydicom.DataElement) -> None:
+    """Raise if a value is not valid for its VR (format and length, PS3.5 6.2)."""
+    if elem.VR not in _CHECKED_VRS or elem.value in (None, ""):
+        return
+    values = elem.value if isinstance(elem.value, MultiValue) else [elem.value]
+    for value in values:
+        validate_value(elem.VR, str(value), config.RAISE)
 
 
 def test_identifiers_three_deep_and_in_private_blocks(builtin: dict[str, Policy],
@@ -229,7 +245,7 @@ def test_type1_keys_are_never_empty_and_dummies_are_valid(
             for keyword in type1:
                 assert str(ds.get(keyword, "")).strip(), (name, keyword)
             for elem in ds.iterall():  # reading_validation_mode RAISE: converting validates
-                _ = elem.value
+                _valid(elem)
             if "ContentSequence" in ds and ds.Modality in ("SR", "KO"):
                 assert ds.ContentDate and ds.ContentTime  # Type 1 in SR and KOS documents
     assert datasets

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pydicom import config
 from pydicom.valuerep import validate_value
 
 from policies.keying import EngineKeys, code, keyed_uid, shift_days
@@ -21,7 +22,7 @@ def test_uid_is_a_valid_uuid_derived_uid(keys: EngineKeys) -> None:
     new = keyed_uid(keys.uid, ORIGINAL)
     assert new.startswith("2.25.")
     assert len(new) <= 64
-    validate_value("UI", new, "raise")
+    validate_value("UI", new, config.RAISE)
     as_uuid = uuid.UUID(int=int(new.removeprefix("2.25.")))
     assert as_uuid.version == 8  # custom: no timestamp of the original survives
     assert as_uuid.variant == uuid.RFC_4122
@@ -40,14 +41,14 @@ def test_uid_under_another_root_fits_64_characters(keys: EngineKeys) -> None:
     new = keyed_uid(keys.uid, ORIGINAL, root)
     assert new.startswith(root + ".")
     assert len(new) <= 64
-    validate_value("UI", new, "raise")
+    validate_value("UI", new, config.RAISE)
 
 
 def test_codes_are_valid_in_every_string_vr(keys: EngineKeys) -> None:
     value = code(keys.pseudonym, "PatientID", "MRN4417702", 16)
     assert len(value) == 16
     for vr in ("AE", "CS", "SH", "LO", "PN"):
-        validate_value(vr, value, "raise")
+        validate_value(vr, value, config.RAISE)
     assert value != code(keys.pseudonym, "AccessionNumber", "MRN4417702", 16)  # domains apart
 
 
