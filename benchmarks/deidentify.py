@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.sync()  # start each run with no dirty pages left by the one before
                 time.sleep(1)
                 trials[name].append(measure(name, command, run_env))
-                for leftover in ("floor", "j1", "j2", "j2n", "gdcm"):  # keep the disk and cache fair
+                for leftover in ("floor", "j1", "j2", "j2n", "gdcm"):  # fair disk and cache
                     shutil.rmtree(work / leftover, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -24,6 +24,8 @@ from policies.keying import EngineKeys
 from policies.loader import builtin_policy_names, load_builtin, parse_policy
 from policies.model import Policy
 from policies.outcome import Outcome
+# Real-database fixtures: db_url runs a test on SQLite and on a throwaway PostgreSQL server.
+from tests.pg import db_engine, db_url, postgres_url  # noqa: F401
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 ROOT = "1.2.826.0.1.3680043.10.999.77."

@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sqlalchemy import select
-
 from appliance.cli import CommandError, load_settings
-from appliance.db import open_database, session_factory
-from appliance.logging import configure_logging
-from appliance.models import Node, Study
+
+# Heavy modules (SQLAlchemy, pynetdicom) are imported inside the commands, so that every other
+# 'tce' command starts without them.
 
 
 def _add_listen(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from appliance.logging import configure_logging
     from stage1_modality.app import Listen, Stage1Node
 
     settings = load_settings(args)
@@ -65,6 +64,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_studies(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from appliance.db import open_database, session_factory
+    from appliance.models import Node, Study
+
     settings = load_settings(args)
     sessions = session_factory(open_database(settings.database_url))
     with sessions() as session:
@@ -79,6 +83,7 @@ def run_studies(args: argparse.Namespace) -> int:
 
 
 def run_complete(args: argparse.Namespace) -> int:
+    from appliance.db import open_database, session_factory
     from stage1_modality.service import complete_quiet_studies, finish_pending
 
     settings = load_settings(args)
@@ -90,8 +95,9 @@ def run_complete(args: argparse.Namespace) -> int:
 
 
 def run_media_write(args: argparse.Namespace) -> int:
+    from appliance.db import open_database, session_factory
+    from appliance.logging import configure_logging
     from pdi.writer import MediaOptions
-
     from stage1_modality.media import MediaError, Selection, write_selected
 
     settings = load_settings(args)

@@ -354,7 +354,10 @@ def send(port: int, datasets: Sequence[Dataset], *, calling: str = "PYSEND",
         for ds in datasets:
             status: int | None = None
             if assoc.is_established and not (stop and stop.is_set()):
-                status = status_of(assoc.send_c_store(ds))
+                try:
+                    status = status_of(assoc.send_c_store(ds))
+                except RuntimeError:  # the association went away between check and send
+                    status = None
             results.append((str(ds.SOPInstanceUID), status))
             if on_status is not None:
                 on_status(ds, status)

@@ -1,0 +1,123 @@
+"""Spool → pseudonymize under load and across a crash: nothing lost, nothing done twice.
+
+A success status is a promise: the instance is on disk and in the database. With four senders
+at once every acknowledged instance must be found as a spool file at the moment its success
+arrives (or already processed), and end as exactly one row and one pseudonymized file. After a
+SIGKILL in the middle of a transfer and a restart, every instance acknowledged before the crash
+is processed exactly once (one row, one audit event, one file), and the node leaves no spool
+or temporary files behind once the sender has re-sent everything.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from sqlalchemy import select
+
+from appliance.keys import KeyRing
+from appliance.models import AuditEvent, Instance, InstanceState
+from stage1_modality.handlers import receipt_key
+from tests.stage1_modality.harness import SUCCESS, NodeDir, NodeFactory, ct_instances, send
+
+SENDERS, PER_SENDER = 4, 200
+
+
+def _processed_with_file(node: NodeDir, key: str) -> bool:
+    with node.engine.connect() as conn:
+        row = conn.execute(select(Instance.state, Instance.store_path).where(
+            Instance.received_key == key)).first()
+    return row is not None and row.state == InstanceState.PROCESSED and \
+        Path(row.store_path).is_file()
+
+
+def _assert_every_row_has_its_file(node: NodeDir, expected: int) -> None:
+    rows = node.instance_rows()
+    assert len(rows) == expected
+    assert {row.state for row in rows} == {InstanceState.PROCESSED}
+    assert len({row.received_key for row in rows}) == expected
+    assert len({row.new_sop_instance_uid for row in rows}) == expected
+    stored = {Path(row.store_path) for row in rows}
+    assert stored == set(node.store_files())
+    assert not node.spool_files()
+    assert not node.temporary_files()
+
+
+def test_four_concurrent_associations_lose_and_duplicate_nothing(nodes: NodeFactory) -> None:
+    node = nodes.folder()
+    running = nodes.start(node)
+    key = KeyRing.load(node.settings.key_ring).subkey("pseudonym")
+    spool = node.settings.stage1.spool_dir
+    batches = [ct_instances(f"concurrent-{n}", PER_SENDER) for n in range(SENDERS)]
+    not_on_disk: list[str] = []
+
+    def on_status(ds: Dataset, status: int | None) -> None:
+        if status != SUCCESS:
+            return
+        receipt = receipt_key(key, str(ds.SOPInstanceUID))
+        # spool first: it is removed only after the PROCESSED row is committed
+        if not (spool / f"{receipt}.dcm").is_file() and not _processed_with_file(node, receipt):
+            not_on_disk.append(str(ds.SOPInstanceUID))
+
+    results: list[list[tuple[str, int | None]]] = [[] for _ in batches]
+    threads = [threading.Thread(target=lambda n=n: results[n].extend(
+        send(running.port, batches[n], calling=f"SENDER{n}", on_status=on_status)))
+        for n in range(SENDERS)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    elapsed = time.monotonic() - started
+    statuses = [status for batch in results for _uid, status in batch]
+    assert statuses == [SUCCESS] * SENDERS * PER_SENDER, Counter(statuses)
+    assert not not_on_disk, f"{len(not_on_disk)} acknowledged instances had no file on disk"
+    node.wait_processed(SENDERS * PER_SENDER, timeout=60)
+    _assert_every_row_has_its_file(node, SENDERS * PER_SENDER)
+    assert elapsed < 60
+
+
+def test_sigkill_mid_transfer_then_resend_processes_acknowledged_instances_once(
+        nodes: NodeFactory) -> None:
+    node = nodes.folder()
+    running = nodes.start(node)
+    datasets = ct_instances("crash", 300)
+    acknowledged: list[str] = []
+    enough = threading.Event()
+
+    def on_status(ds: Dataset, status: int | None) -> None:
+        if status == SUCCESS:
+            acknowledged.append(str(ds.SOPInstanceUID))
+            if len(acknowledged) == 120:
+                enough.set()
+
+    sender = threading.Thread(target=send, args=(running.port, datasets),
+                              kwargs={"on_status": on_status})
+    sender.start()
+    assert enough.wait(60)
+    running.kill()  # mid-transfer: the sender is still sending
+    sender.join(60)
+    first_run = list(acknowledged)
+    assert 120 <= len(first_run) < len(datasets)
+    restarted_at = datetime.now(UTC)
+
+    running = nodes.start(node)
+    results = send(running.port, datasets)  # everything again, as a modality would
+    assert [status for _uid, status in results] == [SUCCESS] * len(datasets)
+    node.wait_processed(len(datasets), timeout=60)
+    assert running.stop() == 0
+    _assert_every_row_has_its_file(node, len(datasets))
+
+    key = KeyRing.load(node.settings.key_ring).subkey("pseudonym")
+    rows = {row.received_key: row for row in node.instance_rows()}
+    for uid in first_run:  # the row of an acknowledged instance is the one from before the crash
+        assert rows[receipt_key(key, uid)].received_at < restarted_at
+    with node.engine.connect() as conn:
+        done = Counter(conn.scalars(select(AuditEvent.subject).where(
+            AuditEvent.action == "instance.pseudonymized")))
+    assert set(done) == {row.new_sop_instance_uid for row in rows.values()}
+    assert set(done.values()) == {1}, "an instance was pseudonymized twice"
