@@ -193,8 +193,9 @@ def run_batch(in_path: Path, out_dir: Path | None, policy: Policy, keys: EngineK
 
     A dry run reads and de-identifies every file but writes nothing, not even to the
     quarantine. ``sync=False`` skips the end-of-run flush to disk (and so the marker that
-    records it): faster, but OUT may lose its newest files if the machine crashes soon after. Raises ValueError/OSError only for an unusable IN (e.g. a broken DICOMDIR);
-    problems with single files are counted in the report.
+    records it): faster, but OUT may lose its newest files if the machine crashes soon after.
+    Raises ValueError/OSError only for an unusable IN (e.g. a broken DICOMDIR); problems with
+    single files are counted in the report.
     """
     report = BatchReport(policy, Path(quarantine_dir), dry_run=out_dir is None, jobs=jobs)
     started = time.perf_counter()

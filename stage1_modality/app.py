@@ -29,7 +29,12 @@ from appliance.settings import Settings, effective_transfer_syntaxes
 from policies.engine import Deidentifier
 from policies.loader import resolve_policy
 from stage1_modality.handlers import StoreHandler
-from stage1_modality.service import Stage1Service, complete_quiet_studies, touch_study
+from stage1_modality.service import (
+    Stage1Service,
+    complete_quiet_studies,
+    sweep_leftovers,
+    touch_study,
+)
 
 LOG = get_logger("tce.stage1")
 
@@ -79,6 +84,8 @@ class Stage1Node:
 
     def start(self) -> None:
         """Start workers and the SCP (non-blocking)."""
+        config = self.settings.stage1
+        sweep_leftovers(self.sessions, config.spool_dir, config.store_dir)
         self.service.start()
         handlers = [(evt.EVT_C_STORE, self.handler), (evt.EVT_C_ECHO, handle_echo),
                     (evt.EVT_CONN_OPEN, set_nodelay)]

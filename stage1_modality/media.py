@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pdi.writer import MediaOptions, VolumeResult, write_media
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +26,7 @@ from appliance.models import (
     StudyState,
 )
 from appliance.settings import Settings
+from pdi.writer import MediaOptions, VolumeResult, write_media
 from stage1_modality.service import complete_quiet_studies, finish_pending
 
 NODE = Node.STAGE1

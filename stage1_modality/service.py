@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -74,7 +75,7 @@ class Stage1Service:
         context = multiprocessing.get_context("forkserver")
         self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
                                          initializer=worker.init_worker,
-                                         initargs=(self.policy_name, self.keys))
+                                         initargs=(self.policy_name, self.keys, os.getpid()))
         for target in (self._dispatch, self._commit_loop):
             thread = threading.Thread(target=target, name=f"stage1-{target.__name__}",
                                       daemon=True)
@@ -293,6 +294,35 @@ def _pending(session: Session, studies: list[str] | None) -> int:
     if studies:
         query = query.where(Instance.new_study_instance_uid.in_(studies))
     return session.scalar(query) or 0
+
+
+def sweep_leftovers(sessions: sessionmaker[Session], spool_dir: Path, store_dir: Path) -> int:
+    """Remove the files a crash left behind that no database row vouches for; how many.
+
+    * Temporary files of interrupted atomic writes (``.*.tmp``) in the spool and store trees.
+    * Spool files without a RECEIVED or PROCESSING row: either the row was never committed, so
+      the instance was never acknowledged and the sender will send it again, or the instance
+      was processed and only the unlink after the commit was lost.
+
+    Only the serving node calls this, before its SCP and workers start, so nothing of this node
+    is writing; the PHI in these files must not linger in the spool.
+    """
+    with sessions() as session:
+        wanted = {Path(p).name for p in session.scalars(select(Instance.spool_path).where(
+            Instance.node == NODE, Instance.state.in_(BUSY))) if p}
+    removed = 0
+    if spool_dir.is_dir():
+        for path in spool_dir.iterdir():
+            if path.is_file() and path.name not in wanted:
+                path.unlink(missing_ok=True)
+                removed += 1
+    if store_dir.is_dir():
+        for path in store_dir.rglob(".*.tmp"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        LOG.info("stage1.swept", files=removed)
+    return removed
 
 
 def _node_running(session: Session) -> bool:

@@ -9,6 +9,9 @@ byte-identical files under the same UIDs: at-least-once execution gives exactly-
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+import time
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -41,11 +44,32 @@ class WorkResult:
 
 
 _ENGINE: Deidentifier | None = None
+WATCHDOG_SECONDS = 0.5
 
 
-def init_worker(policy_name: str, keys: EngineKeys) -> None:
+def init_worker(policy_name: str, keys: EngineKeys, node_pid: int | None = None) -> None:
     global _ENGINE
     _ENGINE = Deidentifier(resolve_policy(policy_name), keys)
+    if node_pid is not None:
+        threading.Thread(target=_exit_with_node, args=(node_pid,), daemon=True,
+                         name="stage1-worker-watchdog").start()
+
+
+def _exit_with_node(node_pid: int) -> None:
+    """End this worker when the node is gone.
+
+    A node killed with SIGKILL (or by the OOM killer) runs no clean-up, and the pool's workers,
+    children of the forkserver, would wait on their queue for ever, holding memory and the
+    patient data they had read. Anything they were doing is redone after the restart.
+    """
+    while True:
+        time.sleep(WATCHDOG_SECONDS)
+        try:
+            os.kill(node_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # the pid was reused by another user's process
+            os._exit(1)
 
 
 def engine() -> Deidentifier:

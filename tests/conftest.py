@@ -24,6 +24,7 @@ from policies.keying import EngineKeys
 from policies.loader import builtin_policy_names, load_builtin, parse_policy
 from policies.model import Policy
 from policies.outcome import Outcome
+
 # Real-database fixtures: db_url runs a test on SQLite and on a throwaway PostgreSQL server.
 from tests.pg import db_engine, db_url, postgres_url  # noqa: F401
 

@@ -61,6 +61,14 @@ def _nodelay(event: evt.Event) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _status(proc: psutil.Process) -> str | None:
+    """A process's status; None once it is gone (a zombie has ended, only unreaped)."""
+    try:
+        return str(proc.status())
+    except psutil.Error:
+        return None
+
+
 # --- the node --------------------------------------------------------------------------------
 
 
@@ -208,6 +216,7 @@ class RunningNode:
         """The node's worker processes must end with it; fail (after cleaning up) if not."""
         self._log.close()
         _gone, alive = psutil.wait_procs(children, timeout=timeout)
+        alive = [p for p in alive if _status(p) not in (psutil.STATUS_ZOMBIE, None)]
         for proc in alive:  # our own descendants, by pid
             with contextlib.suppress(psutil.Error):
                 proc.kill()
@@ -324,11 +333,12 @@ def store_contexts(datasets: Iterable[Dataset]) -> list[tuple[str, list[str]]]:
 
 def open_association(port: int, contexts: Sequence[tuple[str, Sequence[str]]], *,
                      calling: str = "PYSEND", called: str = CALLED,
-                     bind_address: tuple[str, int] | None = None) -> Association:
+                     bind_address: tuple[str, int] | None = None,
+                     timeout: float = 30) -> Association:
     ae = AE(ae_title=calling)
     for abstract, syntaxes in contexts:
         ae.add_requested_context(abstract, list(syntaxes))
-    ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = 60
+    ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = timeout
     kwargs: dict[str, Any] = {"bind_address": bind_address} if bind_address else {}
     assoc = ae.associate("127.0.0.1", port, ae_title=called,
                          evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)], **kwargs)
@@ -343,13 +353,15 @@ def status_of(result: Dataset) -> int | None:
 
 def send(port: int, datasets: Sequence[Dataset], *, calling: str = "PYSEND",
          on_status: Callable[[Dataset, int | None], None] | None = None,
-         stop: threading.Event | None = None) -> list[tuple[str, int | None]]:
+         stop: threading.Event | None = None,
+         timeout: float = 30) -> list[tuple[str, int | None]]:
     """C-STORE ``datasets`` on one association; (original SOP Instance UID, status) each.
 
     Stops early (remaining instances get None) when the association is lost or ``stop`` is set.
+    ``timeout`` bounds the wait for each response (pynetdicom's DIMSE timeout).
     """
     results: list[tuple[str, int | None]] = []
-    assoc = open_association(port, store_contexts(datasets), calling=calling)
+    assoc = open_association(port, store_contexts(datasets), calling=calling, timeout=timeout)
     try:
         for ds in datasets:
             status: int | None = None

@@ -96,13 +96,20 @@ def test_sigkill_mid_transfer_then_resend_processes_acknowledged_instances_once(
                 enough.set()
 
     sender = threading.Thread(target=send, args=(running.port, datasets),
-                              kwargs={"on_status": on_status})
+                              kwargs={"on_status": on_status, "timeout": 3})
     sender.start()
     assert enough.wait(60)
     running.kill()  # mid-transfer: the sender is still sending
     sender.join(60)
     first_run = list(acknowledged)
     assert 120 <= len(first_run) < len(datasets)
+    # What a kill can also leave, at instants too short to hit reliably: an interrupted atomic
+    # write in the spool and in the store, and a spool file whose row was never committed.
+    s1 = node.settings.stage1
+    planted = [s1.spool_dir / f".{'a' * 64}.dcm.0badc0de.tmp", s1.spool_dir / f"{'b' * 64}.dcm",
+               s1.store_dir / ".2.25.1.dcm.0badc0de.tmp"]
+    for path in planted:
+        path.write_bytes(b"\0" * 4096)
     restarted_at = datetime.now(UTC)
 
     running = nodes.start(node)
@@ -111,6 +118,7 @@ def test_sigkill_mid_transfer_then_resend_processes_acknowledged_instances_once(
     node.wait_processed(len(datasets), timeout=60)
     assert running.stop() == 0
     _assert_every_row_has_its_file(node, len(datasets))
+    assert not any(path.exists() for path in planted)
 
     key = KeyRing.load(node.settings.key_ring).subkey("pseudonym")
     rows = {row.received_key: row for row in node.instance_rows()}
