@@ -1,8 +1,10 @@
 """Choose the studies for a medium, make sure they are fully processed, write PDI media.
 
-``--all`` may include studies still inside their quiet period: their queued instances are
-finished first, by the running node if its heartbeat is fresh, otherwise right here with the same
-service (and so the same policy and key).
+By default a medium carries the COMPLETE studies (quiet for long enough, not yet on media).
+``--all`` takes every study received so far: those still inside their quiet period, whose
+queued instances are finished first (by the running node if its heartbeat is fresh, otherwise
+right here with the same service, and so the same policy and key), and those already written
+to earlier media, so a second copy can be made. ``--study`` picks studies by their new UID.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from appliance.models import (
     StudyState,
 )
 from appliance.settings import Settings
+from pdi.model import MediaError as PdiMediaError
 from pdi.writer import MediaOptions, VolumeResult, write_media
 from stage1_modality.service import complete_quiet_studies, finish_pending
 
@@ -33,7 +36,7 @@ NODE = Node.STAGE1
 LOG = get_logger("tce.stage1.media")
 
 
-class MediaError(Exception):
+class MediaError(PdiMediaError):
     """Nothing to write, or the selection cannot be completed; nothing was written."""
 
 
@@ -41,7 +44,7 @@ class MediaError(Exception):
 @dataclass(frozen=True)
 class Selection:
     studies: tuple[str, ...] = ()  # explicit study UIDs (new, pseudonymized)
-    include_receiving: bool = False  # --all
+    include_receiving: bool = False  # --all: also studies in their quiet period or on media
 
 
 def select_studies(settings: Settings, sessions: sessionmaker[Session],
@@ -60,6 +63,8 @@ def select_studies(settings: Settings, sessions: sessionmaker[Session],
                 raise MediaError(f"unknown study UID(s): {', '.join(missing)} "
                                  "(use the pseudonymized UIDs 'tce stage1 studies' lists)")
             return found
+        if selection.include_receiving:  # --all: every study received so far, written or not
+            return list(session.scalars(query.where(Study.state != StudyState.FAILED)))
         return list(session.scalars(query.where(Study.state == StudyState.COMPLETE)))
 
 

@@ -109,7 +109,10 @@ def run_media_write(args: argparse.Namespace) -> int:
         volumes = write_selected(settings, sessions, args.out, selection, options,
                                  overwrite=args.overwrite)
     except (MediaError, FileExistsError, ValueError, TimeoutError) as exc:
-        raise CommandError(str(exc)) from exc
+        message = str(exc)
+        if "overwrite" in message and not args.overwrite:
+            message += " (pass --overwrite to replace what is there)"
+        raise CommandError(message) from exc
     for volume in volumes:
         print(f"wrote {volume.path}: {len(volume.studies)} studies, {volume.instances} instances,"
               f" {volume.bytes / 1e6:.1f} MB, profile {volume.profile}")
