@@ -25,8 +25,21 @@ def fsync_dir(folder: Path) -> None:
 
 
 def make_dirs(folder: Path) -> None:
-    """Create ``folder`` and its missing parents with mode 0700 (they hold patient data)."""
-    folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    """Create ``folder`` and each missing parent with mode 0700 (they hold patient data).
+
+    ``Path.mkdir(parents=True)`` would give the parents the umask's mode, so each level is made
+    and chmodded here; a level made meanwhile by another process is fine.
+    """
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=FOLDER_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(path, FOLDER_MODE)
 
 
 def write_atomic(target: Path, data: bytes | Iterable[bytes], *, sync_dir: bool = True) -> None:

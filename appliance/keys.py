@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from appliance.durable import fsync_dir
 from appliance.settings import ConfigError
 from policies.keying import EngineKeys
 
@@ -151,7 +152,7 @@ class KeyRing:
                                        " created; it was left untouched") from None
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     # --- keys ---------------------------------------------------------------------------------
 
@@ -252,11 +253,3 @@ def _ensure_parent(path: Path) -> None:
     for folder in reversed(missing):
         folder.mkdir(mode=0o700)
         os.chmod(folder, 0o700)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

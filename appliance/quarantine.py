@@ -22,14 +22,18 @@ import io
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from appliance.durable import FILE_MODE, FOLDER_MODE, fsync_dir, make_dirs, write_atomic
+
 REASON_SUFFIX = ".reason.json"
-FOLDER_MODE = 0o700  # quarantined files hold PHI
-FILE_MODE = 0o600
+# Quarantined files hold PHI: FOLDER_MODE 0700 and FILE_MODE 0600 (from appliance.durable).
+__all__ = ["FILE_MODE", "FOLDER_MODE", "QuarantineRecord", "list_quarantine", "quarantine_file",
+           "read_reason"]
 _CHUNK = 1 << 20
 
 
@@ -55,7 +59,7 @@ def quarantine_file(source: str | os.PathLike[str] | bytes, quarantine_dir: Path
     Raises :class:`OSError` if the source cannot be read or the folder cannot be written.
     """
     quarantine_dir = Path(quarantine_dir)
-    _make_private_dirs(quarantine_dir)
+    make_dirs(quarantine_dir)
     name = uuid.uuid4().hex
     target = quarantine_dir / name
     digest, size = _store(source, target)
@@ -71,11 +75,11 @@ def quarantine_file(source: str | os.PathLike[str] | bytes, quarantine_dir: Path
     text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
     reason_path = quarantine_dir / f"{name}{REASON_SUFFIX}"
     try:
-        _atomic_write(reason_path, [text.encode("utf-8")])
+        write_atomic(reason_path, text.encode("utf-8"), sync_dir=False)
     except BaseException:
         target.unlink(missing_ok=True)  # a file without its reason would be a mystery
         raise
-    _fsync_dir(quarantine_dir)
+    fsync_dir(quarantine_dir)
     return target
 
 
@@ -101,21 +105,16 @@ def _store(source: str | os.PathLike[str] | bytes, target: Path) -> tuple[str, i
     """Copy ``source`` into ``target`` atomically; returns (sha256 hex, size)."""
     digest = hashlib.sha256()
     size = 0
-    tmp = target.with_name(f".{target.name}.tmp")
     with _source_stream(source) as src:  # opened first: an unreadable source writes nothing
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while block := src.read(_CHUNK):
-                    digest.update(block)
-                    size += len(block)
-                    out.write(block)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+
+        def blocks() -> Iterator[bytes]:
+            nonlocal size
+            while block := src.read(_CHUNK):
+                digest.update(block)
+                size += len(block)
+                yield block
+
+        write_atomic(target, blocks(), sync_dir=False)
     return digest.hexdigest(), size
 
 
@@ -123,39 +122,3 @@ def _source_stream(source: str | os.PathLike[str] | bytes) -> BinaryIO:
     if isinstance(source, bytes | bytearray | memoryview):
         return io.BytesIO(bytes(source))
     return open(source, "rb")  # closed by the caller's with-block
-
-
-def _atomic_write(target: Path, parts: list[bytes]) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                out.write(part)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _make_private_dirs(folder: Path) -> None:
-    missing: list[Path] = []
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for path in reversed(missing):
-        try:
-            path.mkdir(mode=FOLDER_MODE)
-        except FileExistsError:  # another process made it meanwhile
-            continue
-        os.chmod(path, FOLDER_MODE)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

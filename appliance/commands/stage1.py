@@ -97,8 +97,9 @@ def run_complete(args: argparse.Namespace) -> int:
 def run_media_write(args: argparse.Namespace) -> int:
     from appliance.db import open_database, session_factory
     from appliance.logging import configure_logging
+    from pdi.model import MediaError  # stage1_modality.media's MediaError is a subclass
     from pdi.writer import MediaOptions
-    from stage1_modality.media import MediaError, Selection, write_selected
+    from stage1_modality.media import Selection, write_selected
 
     settings = load_settings(args)
     configure_logging(settings)
