@@ -24,8 +24,8 @@ from typing import Any
 from pynetdicom import AE, StoragePresentationContexts, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import Verification
 
+VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 MAX_PDU = 4 * 1024 * 1024  # what we accept per P-DATA PDU; dcmtk then sends its maximum
 
 
@@ -91,13 +91,15 @@ class _AllowList(list[str]):
         return bool(self._rules)
 
 
-class AllowListAE(AE):  # type: ignore[misc]
+class AllowListAE(AE):
     """An AE whose calling-AE allow-list may be restricted by host."""
+
+    _allow: _AllowList | None = None
 
     def set_allowed_callers(self, rules: Sequence[CallerRule]) -> None:
         self._allow = _AllowList(rules)
 
-    @property  # type: ignore[override]
+    @property
     def require_calling_aet(self) -> list[str]:
         allow = getattr(self, "_allow", None)
         return allow if allow is not None else []
@@ -150,8 +152,9 @@ def make_scp_ae(
     quiet_identifiers()
     ae = AllowListAE(ae_title=ae_title)
     for context in storage_contexts(sop_classes, transfer_syntaxes):
+        assert context.abstract_syntax is not None
         ae.add_supported_context(context.abstract_syntax, context.transfer_syntax)
-    ae.add_supported_context(Verification)
+    ae.add_supported_context(VERIFICATION_SOP_CLASS)
     ae.maximum_associations = max_associations
     ae.maximum_pdu_size = MAX_PDU
     ae.acse_timeout = acse_timeout

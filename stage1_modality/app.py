@@ -17,14 +17,13 @@ from typing import Any
 
 import pydicom
 from pynetdicom import evt
-from sqlalchemy.orm import Session
 
 from appliance.db import open_database, session_factory
 from appliance.dimse import handle_echo, make_scp_ae, set_nodelay
 from appliance.durable import make_dirs
 from appliance.keys import KeyRing
 from appliance.logging import get_logger
-from appliance.models import Heartbeat, Instance, Node
+from appliance.models import Heartbeat, Node
 from appliance.settings import Settings, effective_transfer_syntaxes
 from policies.engine import Deidentifier
 from policies.loader import resolve_policy
@@ -33,7 +32,6 @@ from stage1_modality.service import (
     Stage1Service,
     complete_quiet_studies,
     sweep_leftovers,
-    touch_study,
 )
 
 LOG = get_logger("tce.stage1")
@@ -61,11 +59,11 @@ class Stage1Node:
         self.uid_mapper = Deidentifier(resolve_policy(config.policy), self.keyring.engine_keys())
         self.service = Stage1Service(
             self.sessions, self.keyring, config.policy, store_dir=config.store_dir,
-            quarantine_dir=settings.quarantine_dir, workers=config.workers)
+            quarantine_dir=settings.quarantine_dir, workers=config.workers,
+            spool_dir=config.spool_dir)
         self.handler = StoreHandler(
             Node.STAGE1, self.sessions, config.spool_dir, settings.quarantine_dir,
-            self.keyring.subkey("pseudonym"), self._new_study_uid, self._on_stored,
-            self.service.enqueue)
+            self.keyring.subkey("pseudonym"), self._new_study_uid, self.service.receive)
         self.ae = make_scp_ae(
             self.listen.ae_title, allowed_callers=config.allowed_callers,
             sop_classes=config.sop_classes,
@@ -77,10 +75,6 @@ class Stage1Node:
 
     def _new_study_uid(self, ds: pydicom.Dataset) -> str:
         return self.uid_mapper.remap_uid(str(ds.get("StudyInstanceUID", "")))
-
-    def _on_stored(self, session: Session, instance: Instance) -> None:
-        if instance.new_study_instance_uid:
-            touch_study(session, instance.new_study_instance_uid)
 
     def start(self) -> None:
         """Start workers and the SCP (non-blocking)."""

@@ -137,6 +137,10 @@ class NodeDir:
         raise AssertionError(f"{self.count(InstanceState.PROCESSED)} of {expected} instances"
                              f" PROCESSED after {timeout} s ({self.count(*busy)} still queued)")
 
+    def settle(self, timeout: float = 60) -> None:
+        """Wait until nothing is queued (every acknowledged instance has been processed)."""
+        self.wait_processed(0, timeout)
+
     def files(self, folder: Path) -> list[Path]:
         return sorted(p for p in folder.rglob("*") if p.is_file())
 

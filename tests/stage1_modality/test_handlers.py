@@ -187,10 +187,11 @@ def test_duplicate_instance_is_acknowledged_and_stored_once(
         strict: tuple[NodeDir, RunningNode]) -> None:
     node, running = strict
     ds = ct_instances("duplicate", 1)[0]
+    node.settle()
     rows_before, files_before = node.count(), len(node.store_files())
-    assert send(running.port, [ds, ds])[1][1] == SUCCESS  # twice on one association
+    assert [s for _u, s in send(running.port, [ds, ds])] == [SUCCESS] * 2  # on one association
     assert [s for _u, s in send(running.port, [ds])] == [SUCCESS]  # and on another
-    node.wait_processed(node.count(), timeout=30)
+    node.settle()
     assert node.count() == rows_before + 1
     assert len(node.store_files()) == files_before + 1
 
@@ -199,7 +200,7 @@ def test_write_failure_answers_out_of_resources_and_the_node_recovers(
         strict: tuple[NodeDir, RunningNode]) -> None:
     node, running = strict
     spool = node.settings.stage1.spool_dir
-    node.wait_processed(node.count(), timeout=30)
+    node.settle()
     aside = spool.with_name("spool-aside")
     spool.rename(aside)
     spool.write_bytes(b"")  # a file where the folder should be: every spool write fails

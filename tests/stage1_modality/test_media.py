@@ -123,8 +123,14 @@ def test_existing_media_is_not_overwritten_without_overwrite(node: NodeDir,
     assert done.returncode == 1
     assert "--overwrite" in done.stderr
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    written_before = _media_written_at(node)
     done = node.tce("stage1", "media", "write", str(out), "--all", "--overwrite")
     assert done.returncode == 0, done.stderr
     assert len(_load(out)) == 22
+    assert all(_media_written_at(node)[uid] > at for uid, at in written_before.items())
+
+
+def _media_written_at(node: NodeDir) -> dict[str, object]:
     with node.engine.connect() as conn:
-        assert len(set(conn.scalars(select(Study.media_written_at)))) >= 2
+        return {uid: at for uid, at in conn.execute(
+            select(Study.new_study_instance_uid, Study.media_written_at))}

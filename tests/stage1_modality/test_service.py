@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from appliance.keys import KeyRing
 from appliance.models import AuditEvent, Instance, InstanceState
-from stage1_modality.handlers import receipt_key
+from appliance.validation import receipt_key
 from tests.stage1_modality.harness import SUCCESS, NodeDir, NodeFactory, ct_instances, send
 
 SENDERS, PER_SENDER = 4, 200
