@@ -86,6 +86,10 @@ ALWAYS_REMOVE: dict[int, str] = {
 }
 
 
+# De-identification markers written by an earlier pass (stage 1): provenance, never cleaned.
+MARKER_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})
+
+
 class CleanKind(StrEnum):
     """What C means for the attribute, decided by the table column that set it."""
 
@@ -342,7 +346,8 @@ def compile_plan(policy: Policy) -> Plan:
             key = (target.group, normalise_creator(target.private_creator), target.element)
             private_overrides[key] = _override_action(override)
     kept_text = frozenset(
-        tag for tag in kept if basic and DicomDictionary[tag][0] in SWEPT_TEXT_VRS
+        tag for tag in kept
+        if basic and DicomDictionary[tag][0] in SWEPT_TEXT_VRS and tag not in MARKER_TAGS
     )
     return Plan(
         policy=policy,

@@ -45,11 +45,15 @@ class WorkResult:
 
 _ENGINE: Deidentifier | None = None
 WATCHDOG_SECONDS = 0.5
+WORKER_NICENESS = 10
 
 
 def init_worker(policy_name: str, keys: EngineKeys, node_pid: int | None = None) -> None:
     global _ENGINE
     _ENGINE = Deidentifier(resolve_policy(policy_name), keys)
+    # Receiving comes first: a sender waits for every C-STORE response, while pseudonymization
+    # may lag behind and catch up when the senders pause. Workers yield the CPU to the SCP.
+    os.nice(WORKER_NICENESS)
     if node_pid is not None:
         threading.Thread(target=_exit_with_node, args=(node_pid,), daemon=True,
                          name="stage1-worker-watchdog").start()
