@@ -24,7 +24,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from appliance.commands.deidentify import diff_rows
+from appliance.diff import diff_rows
 from appliance.models import Job
 from policies.engine import Deidentifier
 from policies.keying import EngineKeys

@@ -20,20 +20,15 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-
 from appliance.batch import BatchReport, iter_sources, run_batch
 from appliance.batch_worker import InvalidInstance, NotDicom, read_instance
+from appliance.diff import PREVIEW_WIDTH, diff_rows
 from appliance.settings import ConfigError
-from policies.annex_e import keyword_or_tag
 from policies.engine import Deidentifier
 from policies.keying import EngineKeys
 from policies.model import Policy
-from policies.outcome import Outcome, PolicyRefusal
+from policies.outcome import PolicyRefusal
 
-PREVIEW_WIDTH = 48
 PROGRESS_INTERVAL = 0.2
 
 
@@ -244,48 +239,3 @@ def preview(in_path: Path, policy: Policy, keys: EngineKeys, count: int, out: Te
           file=out)
     return shown
 
-
-def diff_rows(before: Dataset, after: Dataset, outcome: Outcome,
-              ) -> list[tuple[str, str, str, str]]:
-    """(attribute path, action code, before, after) for every attribute that changed."""
-    codes = {record.path: record.code for record in outcome.actions}
-    rows: list[tuple[str, str, str, str]] = []
-    _diff(before, after, "", codes, rows)
-    return rows
-
-
-def _diff(before: Dataset, after: Dataset, prefix: str, codes: dict[str, str],
-          rows: list[tuple[str, str, str, str]]) -> None:
-    for tag in sorted(set(before.keys()) | set(after.keys())):
-        old, new = before.get(tag), after.get(tag)
-        path = prefix + keyword_or_tag(int(tag))
-        if (old is not None and new is not None and old.VR == "SQ" and new.VR == "SQ"
-                and len(old.value) == len(new.value) and len(old.value)):
-            for i, (item_old, item_new) in enumerate(zip(old.value, new.value, strict=True)):
-                _diff(item_old, item_new, f"{path}[{i}].", codes, rows)
-            continue
-        if old is not None and new is not None and _same(old, new):
-            continue
-        code = codes.get(path) or ("added" if old is None else "removed" if new is None
-                                   else "changed")
-        rows.append((path, code, _show(old), _show(new)))
-
-
-def _same(a: DataElement, b: DataElement) -> bool:
-    if a.VR == "SQ" or b.VR == "SQ":
-        return a.VR == b.VR and len(a.value) == len(b.value) == 0
-    return bool(a.value == b.value)
-
-
-def _show(elem: DataElement | None) -> str:
-    if elem is None:
-        return "(absent)"
-    value = elem.value
-    if elem.VR == "SQ":
-        return f"<{len(value)} item(s)>"
-    if isinstance(value, bytes | bytearray):
-        return f"<{len(value)} bytes>"
-    if value is None or value == "":
-        return "(empty)"
-    text = "\\".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value)
-    return text if len(text) <= PREVIEW_WIDTH else text[:PREVIEW_WIDTH - 1] + "…"
