@@ -22,7 +22,7 @@ from typing import TextIO
 
 from appliance.batch import BatchReport, iter_sources, run_batch
 from appliance.batch_worker import InvalidInstance, NotDicom, read_instance
-from appliance.diff import PREVIEW_WIDTH, diff_rows
+from appliance.diff import diff_rows
 from appliance.settings import ConfigError
 from policies.engine import Deidentifier
 from policies.keying import EngineKeys
