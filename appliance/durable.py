@@ -44,6 +44,13 @@ def make_dirs(folder: Path) -> None:
 
 def write_atomic(target: Path, data: bytes | Iterable[bytes], *, sync_dir: bool = True) -> None:
     """Write ``data`` to ``target`` atomically and durably (see module docstring)."""
+    publish(write_temporary(target, data), target, sync_dir=sync_dir)
+
+
+def write_temporary(target: Path, data: bytes | Iterable[bytes]) -> Path:
+    """The first half of :func:`write_atomic`: ``data`` fsynced under a hidden temporary name
+    beside ``target``. Lets a caller write while it still checks the data, then
+    :func:`publish` it, or unlink the temporary file if the data turns out to be bad."""
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
@@ -55,6 +62,15 @@ def write_atomic(target: Path, data: bytes | Iterable[bytes], *, sync_dir: bool 
                     out.write(part)
             out.flush()
             os.fsync(out.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def publish(tmp: Path, target: Path, *, sync_dir: bool = True) -> None:
+    """The second half of :func:`write_atomic`: rename into place, then fsync the folder."""
+    try:
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -276,6 +276,8 @@ def _request_attributes(st: _Study) -> list[Dataset]:
     item.AccessionNumber = tok["AccessionNumber"]
     item.RequestedProcedureID = tok["RequestedProcedureID"]
     item.ScheduledProcedureStepID = tok["ScheduledProcedureStepID"]
+    item.PlacerOrderNumberImagingServiceRequest = tok["PlacerOrderNumberImagingServiceRequest"]
+    item.FillerOrderNumberImagingServiceRequest = tok["FillerOrderNumberImagingServiceRequest"]
     item.RequestedProcedureDescription = st.description
     item.ScheduledProcedureStepDescription = "Routine protocol"
     item.ScheduledProtocolCodeSequence = [protocol]
@@ -348,7 +350,7 @@ def _phantom(rows: int, cols: int, z: float, key: int, mr: bool = False) -> np.n
     for cx in (-0.42, 0.42):
         img[((x - cx) / 0.27) ** 2 + ((y + 0.05) / (0.4 - 0.02 * z)) ** 2 <= 1] = 60 if mr else -820
     img[((x + 0.08) / (0.2 + 0.01 * z)) ** 2 + ((y - 0.02) / 0.18) ** 2 <= 1] = 900 if mr else 45
-    img[x**2 + ((y - 0.46) / 0.1) ** 2 <= 0.01] = 250 if mr else 700
+    img[(x / 0.1) ** 2 + ((y - 0.46) / 0.1) ** 2 <= 1] = 250 if mr else 700
     img += _noise(rows * cols, key, 12).reshape(rows, cols)
     return np.clip(img if mr else img + 1024, 0, 4095).astype(np.uint16)
 
@@ -537,7 +539,7 @@ def _enhanced_ct(st: _Study, se: _Series, sources: Sequence[Dataset]) -> Dataset
     rows, cols = sources[0].Rows, sources[0].Columns
     frames = np.stack([np.frombuffer(s.PixelData, "<u2").reshape(rows, cols) for s in sources])
     _image(ds, st, se, frames, 12, se.number)
-    for keyword in ("AcquisitionDate", "AcquisitionTime", "PerformedProcedureStepID"):
+    for keyword in ("AcquisitionDate", "AcquisitionTime"):  # not in the Enhanced CT IOD
         delattr(ds, keyword)
     ds.NumberOfFrames, ds.ImageType = len(sources), ["DERIVED", "PRIMARY", "VOLUME", "NONE"]
     ds.PatientPosition, ds.BodyPartExamined = "HFS", "CHEST"

@@ -259,13 +259,13 @@ def report(trials: dict[str, list[dict[str, object]]], count: int,
         results.append(best)
     print(f"{count} CT instances, {total_bytes / 1e6:.0f} MB, {os.cpu_count()} CPUs")
     print(f"{'run':<28}{'seconds':>9}{'inst/s':>9}{'MB/s':>8}{'vs storescp':>13}"
-          f"{'pseudonymized':>15}")
+          f"  {'pseudonymized (vs receive)'}")
     for r in results:
         ratio = r.get("ratio_to_storescp", "")
         pseudo = (f"{r['pseudonymized_seconds']} s ({r['pseudonymization_vs_receive']}x)"
                   if "pseudonymized_seconds" in r else "")
         print(f"{r['name']!s:<28}{r['seconds']!s:>9}{r['instances_per_second']!s:>9}"
-              f"{r['mb_per_second']!s:>8}{ratio!s:>13}{pseudo:>15}")
+              f"{r['mb_per_second']!s:>8}{ratio!s:>13}  {pseudo}")
     return results
 
 

@@ -142,6 +142,24 @@ def _instance(path: Path, ds: Dataset) -> MediaInstance:
     )
 
 
+_RECORDS = b"\x04\x00\x20\x12SQ\x00\x00"  # (0004,1220) SQ header, Explicit VR Little Endian
+_UNDEFINED = 0xFFFFFFFF
+
+
+def _check_not_cut_short(path: Path) -> None:
+    """Raise ValueError when the Directory Record Sequence's defined length runs past the end of
+    the file: pydicom reads such a cut sequence without complaint, and the records before the
+    cut may then look like a complete (smaller) hierarchy."""
+    data = path.read_bytes()
+    at = data.find(_RECORDS)
+    if at < 0:
+        return
+    length = int.from_bytes(data[at + 8:at + 12], "little")
+    missing = at + 12 + length - len(data)
+    if length != _UNDEFINED and missing > 0:
+        raise ValueError(f"it is cut short: {missing} bytes of its directory records are missing")
+
+
 def _load_records(volume: Path, label: str, problems: list[str]) -> list[Dataset] | None:
     """The leaf records reachable from the root of the DICOMDIR, or None if it is unusable."""
     path = _child(volume, "DICOMDIR")
@@ -152,6 +170,7 @@ def _load_records(volume: Path, label: str, problems: list[str]) -> list[Dataset
         ds = dcmread(path)
         if ds.file_meta.get("MediaStorageSOPClassUID") != MediaStorageDirectoryStorage:
             raise ValueError("it is not a Media Storage Directory (DICOMDIR) object")
+        _check_not_cut_short(path)
         records = list(ds.DirectoryRecordSequence)
         by_offset = {int(r.seq_item_tell): r for r in records}
         first = int(ds.OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity)
@@ -180,9 +199,14 @@ def _load_records(volume: Path, label: str, problems: list[str]) -> list[Dataset
                 walk(lower)
             offset = int(record.get("OffsetOfTheNextDirectoryRecord", 0) or 0)
 
-    walk(first)
-    orphans = [r for off, r in by_offset.items()
-               if off not in visited and "ReferencedFileID" in r]
+    try:
+        walk(first)
+        orphans = [r for off, r in by_offset.items()
+                   if off not in visited and "ReferencedFileID" in r]
+    except Exception as exc:  # record values are decoded lazily: a cut value raises only here
+        problems.append(f"DICOMDIR in {label} is damaged ({type(exc).__name__}: {exc}); "
+                        "scanned the folder instead")
+        return None
     if bad:
         problems.append(f"DICOMDIR in {label} is damaged ({len(bad)} offsets point at no "
                         "record); scanned the folder instead")

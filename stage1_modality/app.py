@@ -121,6 +121,7 @@ class Stage1Node:
             deadline = time.monotonic() + timeout
             while self.ae.active_associations and time.monotonic() < deadline:
                 time.sleep(0.05)
+        self.handler.close()
         self.service.stop(timeout)
         self.db.dispose()
         LOG.info("stage1.stopped")

@@ -11,9 +11,11 @@ the recorder finds its row and drops the second copy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pydicom
@@ -22,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.audit import record_audit
 from appliance.dimse import Status
-from appliance.durable import write_atomic
+from appliance.durable import publish, write_temporary
 from appliance.logging import get_logger
 from appliance.models import Node, QuarantineItem
 from appliance.quarantine import quarantine_file
@@ -48,6 +50,7 @@ class StoreHandler:
         self.hash_key = hash_key
         self.study_uid_for = study_uid_for
         self.receive = receive
+        self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="scp-spool")
 
     def __call__(self, event: evt.Event) -> int:
         started = time.perf_counter()
@@ -58,14 +61,21 @@ class StoreHandler:
         except Exception:
             return int(Status.CANNOT_UNDERSTAND_DECODE)
         key = receipt_key(self.hash_key, affected)
+        spool = self.spool_dir / f"{key}.dcm"
+        # The bytes are written and fsynced (which releases the GIL) while they are validated;
+        # only a valid dataset is renamed into the spool, so a bad copy of an instance that is
+        # still queued never replaces the good one.
+        writing = self._io.submit(write_temporary, spool, stream)
         try:
             ds = validate(stream, affected)
-        except BadInstance as exc:
-            self._quarantine(stream, str(exc), key)
+        except Exception as exc:
+            reason = (str(exc) if isinstance(exc, BadInstance)  # else a decoder error that
+                      else f"dataset cannot be decoded ({type(exc).__name__})")  # is bad input
+            _discard(writing)
+            self._quarantine(stream, reason, key)
             return int(Status.CANNOT_UNDERSTAND_DECODE)
-        spool = self.spool_dir / f"{key}.dcm"
         try:
-            write_atomic(spool, stream, sync_dir=False)  # the recorder fsyncs the folder
+            publish(writing.result(), spool, sync_dir=False)  # the recorder fsyncs the folder
         except OSError as exc:  # disk full, permissions: out of resources, node keeps serving
             LOG.error("scp.store_failed", receipt=key[:16], error=type(exc).__name__)
             return int(Status.OUT_OF_RESOURCES)
@@ -80,6 +90,9 @@ class StoreHandler:
                   ms=round((time.perf_counter() - started) * 1000, 2))
         return int(Status.SUCCESS)
 
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
+
     def _quarantine(self, stream: bytes, reason: str, key: str) -> None:
         try:
             stored = quarantine_file(stream, self.quarantine_dir, reason, stage=self.node.value)
@@ -93,3 +106,9 @@ class StoreHandler:
             LOG.warning("scp.quarantined", item=stored.name, reason=reason)
         except Exception as exc:  # quarantine must never take the node down
             LOG.error("scp.quarantine_failed", receipt=key[:16], error=type(exc).__name__)
+
+
+def _discard(writing: Future[Path]) -> None:
+    """Remove the temporary file of a write that is no longer wanted."""
+    with contextlib.suppress(OSError):
+        writing.result().unlink(missing_ok=True)

@@ -19,16 +19,19 @@ that is not PROCESSED yet.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import json
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,6 +40,7 @@ from appliance.durable import fsync_dir
 from appliance.keys import KeyRing
 from appliance.logging import get_logger
 from appliance.models import (
+    AuditEvent,
     Instance,
     InstanceState,
     Node,
@@ -50,7 +54,31 @@ from stage1_modality.worker import WorkResult
 
 NODE = Node.STAGE1
 BUSY = (InstanceState.RECEIVED, InstanceState.PROCESSING)
+BUSY_VALUES = frozenset(s.value for s in BUSY)
 LOG = get_logger("tce.stage1")
+
+# Core statements, built once: the ORM's per-statement bookkeeping cost more than the SQL.
+_INSTANCES: Table = Instance.__table__  # type: ignore[assignment]
+_STUDIES: Table = Study.__table__  # type: ignore[assignment]
+_AUDIT: Table = AuditEvent.__table__  # type: ignore[assignment]
+_I, _S = _INSTANCES.c, _STUDIES.c
+_KNOWN = select(_I.received_key, _I.state).where(
+    _I.node == NODE, _I.received_key.in_(bindparam("keys", expanding=True)))
+_PENDING = select(_I.id, _I.received_key, _I.state, _I.spool_path,
+                  _I.new_study_instance_uid).where(
+    _I.node == NODE, _I.received_key.in_(bindparam("keys", expanding=True)))
+_PROCESSED = update(_INSTANCES).where(_I.id == bindparam("b_id")).values(
+    state=InstanceState.PROCESSED, new_sop_instance_uid=bindparam("b_sop"),
+    new_series_instance_uid=bindparam("b_series"),
+    new_study_instance_uid=bindparam("b_study"), store_path=bindparam("b_store"),
+    sha256=bindparam("b_sha"), size_bytes=bindparam("b_size"), processed_at=bindparam("b_at"))
+_TOUCH = update(_STUDIES).where(
+    _S.node == NODE, _S.new_study_instance_uid == bindparam("b_uid")).values(
+    last_received_at=bindparam("b_now"), state=StudyState.RECEIVING, completed_at=None)
+_COUNT = update(_STUDIES).where(
+    _S.node == NODE, _S.new_study_instance_uid == bindparam("b_uid")).values(
+    instance_count=_S.instance_count + bindparam("b_n"),
+    patient_pseudonym=func.coalesce(bindparam("b_patient"), _S.patient_pseudonym))
 
 
 def utcnow() -> datetime:
@@ -74,6 +102,8 @@ class Receipt:
 
 
 _STOP = object()
+RESULT_BATCH = 64
+RESULT_DELAY = 0.25  # seconds a recorded result may wait for others
 
 
 class Recorder:
@@ -85,6 +115,8 @@ class Recorder:
                  recorded: Callable[[str], None] = lambda key: None,
                  max_batch: int = 256) -> None:
         self.sessions = sessions
+        self._engine: Engine = sessions.kw["bind"]
+        self._conn: Connection | None = None
         self.keyring = keyring
         self.policy_name = policy_name
         self.quarantine_dir = quarantine_dir
@@ -107,6 +139,9 @@ class Recorder:
             self._queue.put(_STOP)
             self._thread.join(timeout)
             self._thread = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def receive(self, receipt: Receipt, timeout: float = 60) -> Receipt:
         """Queue ``receipt`` and wait until its row is committed (or the attempt failed)."""
@@ -120,9 +155,21 @@ class Recorder:
 
     # -- the loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
+        """Receipts are written at once; results wait for a bigger batch (or a quiet moment).
+
+        An association waits for its receipt's commit, nobody waits for a result's. Recording
+        results in batches of up to ``RESULT_BATCH`` (or after ``RESULT_DELAY`` seconds, or as
+        soon as no receipt is waiting) costs a few statements per batch instead of per instance.
+        """
         stopping = False
+        backlog: list[WorkResult] = []
+        since = 0.0
         while not stopping:
-            batch = [self._queue.get()]
+            try:
+                first = self._queue.get(timeout=RESULT_DELAY if backlog else None)
+                batch = [first]
+            except queue.Empty:
+                batch = []
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -130,14 +177,34 @@ class Recorder:
                     break
             if any(item is _STOP for item in batch):
                 stopping = True
-                batch = [item for item in batch if item is not _STOP]
-            if batch:
-                self._write(batch)  # type: ignore[arg-type]
+            receipts = [item for item in batch if isinstance(item, Receipt)]
+            results = [item for item in batch if isinstance(item, WorkResult)]
+            if results and not backlog:
+                since = time.monotonic()
+            backlog += results
+            flush = (stopping or not receipts or len(backlog) >= RESULT_BATCH
+                     or time.monotonic() - since >= RESULT_DELAY)
+            items: list[Receipt | WorkResult] = [*receipts, *(backlog if flush else [])]
+            if flush:
+                backlog = []
+            if items:
+                self._write(items)
+
+    def _connection(self) -> Connection:
+        """The recorder's own connection, kept open: a pool checkout and the rollback on its
+        return cost as much as a small transaction."""
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self._engine.connect()
+        return self._conn
 
     def _write(self, batch: list[Receipt | WorkResult]) -> None:
         try:
             done = self._transaction(batch)
         except Exception as exc:
+            if self._conn is not None:  # whatever went wrong, start the retry afresh
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
             if len(batch) == 1:
                 self._failed(batch[0], exc)
                 return
@@ -148,25 +215,16 @@ class Recorder:
 
     def _transaction(self, batch: list[Receipt | WorkResult]) -> list[tuple[object, str]]:
         receipts = [item for item in batch if isinstance(item, Receipt)]
+        results = [item for item in batch if isinstance(item, WorkResult)]
         if receipts:
             for folder in self.sync_dirs:  # the spool renames become durable before the rows
                 fsync_dir(folder)
         sealed: set[str] = set()
-        done: list[tuple[object, str]] = []
-        with self.sessions.begin() as session:
-            studies: set[str] = set()
-            for receipt in receipts:
-                done.append((receipt, self._insert(session, receipt)))
-                if receipt.stored:
-                    studies.add(receipt.study_uid)
-            for study_uid in sorted(studies):
-                touch_study(session, study_uid)
-            counted: dict[str, str] = {}
-            for item in batch:
-                if isinstance(item, WorkResult):
-                    done.append((item, self._apply(session, item, counted, sealed)))
-            for study_uid, patient in sorted(counted.items()):
-                _count_study(session, study_uid, patient)
+        conn = self._connection()
+        with conn.begin():  # Core: a Session costs more than this SQL
+            done = self._insert_receipts(conn, receipts) if receipts else []
+            if results:
+                done += self._apply_results(conn, results, sealed)
         self._sealed |= sealed
         return done
 
@@ -199,64 +257,94 @@ class Recorder:
             self.recorded(item.key)
 
     # -- receipts -----------------------------------------------------------------------------
-    def _insert(self, session: Session, receipt: Receipt) -> str:
-        try:
-            with session.begin_nested():
-                session.execute(insert(Instance).values(
-                    node=NODE, received_key=receipt.key, state=InstanceState.RECEIVED,
-                    sop_class_uid=receipt.sop_class_uid,
-                    transfer_syntax_uid=receipt.transfer_syntax_uid,
-                    new_study_instance_uid=receipt.study_uid,
-                    spool_path=str(receipt.spool_path), size_bytes=receipt.size,
-                    calling_ae=receipt.calling_ae, received_at=utcnow()))
-        except IntegrityError:  # known already: from an earlier or a parallel association
-            receipt.stored = False
-            state = session.scalar(select(Instance.state).where(
-                Instance.node == NODE, Instance.received_key == receipt.key))
-            return "keep" if state in BUSY else "remove"
-        receipt.stored = True
-        return "new"
+    def _insert_receipts(self, conn: Connection, receipts: list[Receipt]
+                         ) -> list[tuple[object, str]]:
+        """One query for the duplicates, one multi-row insert, one update per study."""
+        known = dict(conn.execute(_KNOWN, {"keys": sorted({r.key for r in receipts})}).all())
+        now = utcnow()
+        rows, studies, done = [], set(), []
+        for receipt in receipts:
+            state = known.get(receipt.key)
+            if state is not None:  # from an earlier or a parallel association
+                receipt.stored = False
+                done.append((receipt, "keep" if state in BUSY_VALUES else "remove"))
+                continue
+            known[receipt.key] = InstanceState.RECEIVED.value
+            receipt.stored = True
+            rows.append({"node": NODE, "received_key": receipt.key,
+                         "state": InstanceState.RECEIVED,
+                         "sop_class_uid": receipt.sop_class_uid,
+                         "transfer_syntax_uid": receipt.transfer_syntax_uid,
+                         "new_study_instance_uid": receipt.study_uid,
+                         "spool_path": str(receipt.spool_path), "size_bytes": receipt.size,
+                         "calling_ae": receipt.calling_ae, "received_at": now})
+            studies.add(receipt.study_uid)
+            done.append((receipt, "new"))
+        if rows:
+            conn.execute(insert(_INSTANCES), rows)
+        for study_uid in sorted(studies):
+            touch_study(conn, study_uid, now)
+        return done
 
     # -- results ------------------------------------------------------------------------------
-    def _apply(self, session: Session, result: WorkResult, counted: dict[str, str],
-               sealed: set[str]) -> str:
-        """Record one worker result; the spool path to remove after commit ('' for none)."""
-        row = session.execute(select(Instance.id, Instance.state, Instance.spool_path,
-                                     Instance.new_study_instance_uid).where(
-            Instance.node == NODE, Instance.received_key == result.key)).first()
-        if row is None or row.state not in BUSY:  # gone, or recorded already
-            return ""
-        if not result.ok:
-            self._quarantined(session, row.id, row.spool_path, result)
-            return str(row.spool_path or "")
-        session.execute(update(Instance).where(Instance.id == row.id).values(
-            state=InstanceState.PROCESSED, new_sop_instance_uid=result.sop_instance_uid,
-            new_series_instance_uid=result.series_instance_uid,
-            new_study_instance_uid=result.study_instance_uid, store_path=result.store_path,
-            sha256=result.sha256, size_bytes=result.size, processed_at=utcnow()))
-        if row.new_study_instance_uid != result.study_instance_uid:
-            touch_study(session, result.study_instance_uid)
-        counted[result.study_instance_uid] = (result.patient_pseudonym
-                                              or counted.get(result.study_instance_uid, ""))
-        for keyword, pseudonym, original in result.pseudonyms:
-            self._seal(session, keyword, pseudonym, original, sealed)
-        record_audit(session, NODE, "instance.pseudonymized", result.sop_instance_uid,
-                     policy_id=self.policy_name, study=result.study_instance_uid)
-        return str(row.spool_path or "")
+    def _apply_results(self, conn: Connection, results: list[WorkResult],
+                       sealed: set[str]) -> list[tuple[object, str]]:
+        """Record worker results; each paired with the spool path to remove after commit."""
+        rows = {row.received_key: row for row in conn.execute(
+            _PENDING, {"keys": sorted({r.key for r in results})})}
+        now = utcnow()
+        updates, audits, done = [], [], []
+        counted: dict[str, tuple[int, str]] = {}
+        for result in results:
+            row = rows.pop(result.key, None)  # pop: a result twice in one batch counts once
+            if row is None or row.state not in BUSY_VALUES:  # gone, or recorded already
+                done.append((result, ""))
+                continue
+            done.append((result, str(row.spool_path or "")))
+            if not result.ok:
+                self._quarantined(conn, row.id, row.spool_path, result)
+                continue
+            updates.append({"b_id": row.id, "b_sop": result.sop_instance_uid,
+                            "b_series": result.series_instance_uid,
+                            "b_study": result.study_instance_uid,
+                            "b_store": result.store_path, "b_sha": result.sha256,
+                            "b_size": result.size, "b_at": now})
+            if row.new_study_instance_uid != result.study_instance_uid:
+                touch_study(conn, result.study_instance_uid, now)
+            n, patient = counted.get(result.study_instance_uid, (0, ""))
+            counted[result.study_instance_uid] = (n + 1, result.patient_pseudonym or patient)
+            for keyword, pseudonym, original in result.pseudonyms:
+                self._seal(conn, keyword, pseudonym, original, sealed)
+            audits.append({"at": now, "node": NODE, "actor": "system",
+                           "action": "instance.pseudonymized",
+                           "subject": result.sop_instance_uid,
+                           "details": json.dumps({"policy_id": self.policy_name,
+                                                  "study": result.study_instance_uid},
+                                                 sort_keys=True)})
+        if updates:
+            conn.execute(_PROCESSED, updates)
+            conn.execute(insert(_AUDIT), audits)
+        for study_uid, (n, patient) in sorted(counted.items()):
+            conn.execute(_COUNT, {"b_uid": study_uid, "b_n": n, "b_patient": patient or None})
+        return done
 
-    def _quarantined(self, session: Session, instance_id: int, spool_path: str | None,
+    def _quarantined(self, conn: Connection, instance_id: int, spool_path: str | None,
                      result: WorkResult) -> None:
         stored = quarantine_file(spool_path or b"", self.quarantine_dir, result.reason,
                                  stage="stage1")
-        session.execute(update(Instance).where(Instance.id == instance_id).values(
-            state=InstanceState.QUARANTINED, error=result.reason))
-        session.add(QuarantineItem(node=NODE, stored_path=str(stored), reason=result.reason,
-                                   stage="stage1", sha256=_sha256_file(stored),
-                                   size_bytes=stored.stat().st_size))
-        record_audit(session, NODE, "instance.quarantined", stored.name, reason=result.reason)
+        with Session(bind=conn) as session:  # rare: the ORM and record_audit() are fine here
+            session.execute(update(Instance).where(Instance.id == instance_id).values(
+                state=InstanceState.QUARANTINED, error=result.reason))
+            session.add(QuarantineItem(node=NODE, stored_path=str(stored),
+                                       reason=result.reason, stage="stage1",
+                                       sha256=_sha256_file(stored),
+                                       size_bytes=stored.stat().st_size))
+            record_audit(session, NODE, "instance.quarantined", stored.name,
+                         reason=result.reason)
+            session.flush()
         LOG.warning("stage1.quarantined", item=stored.name, reason=result.reason)
 
-    def _seal(self, session: Session, keyword: str, pseudonym: str, original: str,
+    def _seal(self, conn: Connection, keyword: str, pseudonym: str, original: str,
               sealed: set[str]) -> None:
         """Store the original under the key ring once per (keyword, original)."""
         lookup = hmac.new(self._lookup_key, f"{keyword}\x00{original}".encode(),
@@ -264,44 +352,30 @@ class Recorder:
         if lookup in self._sealed or lookup in sealed:
             return
         sealed.add(lookup)
-        if session.scalar(select(Pseudonym.id).where(Pseudonym.lookup == lookup)) is not None:
+        if conn.scalar(select(Pseudonym.id).where(Pseudonym.lookup == lookup)) is not None:
             return
         token = self.keyring.seal(original.encode("utf-8"), keyword.encode("ascii"))
         try:
-            with session.begin_nested():
-                session.execute(insert(Pseudonym).values(
+            with conn.begin_nested():
+                conn.execute(insert(Pseudonym.__table__).values(
                     keyword=keyword, pseudonym=pseudonym, lookup=lookup, sealed=token,
                     key_id=self.keyring.active_key_id, created_at=utcnow()))
         except IntegrityError:  # issued meanwhile by another process: same mapping
             pass
 
 
-def touch_study(session: Session, study_uid: str) -> None:
-    """Create the study row if needed and move its quiet period forward."""
-    now = utcnow()
-    changed = session.execute(update(Study).where(
-        Study.node == NODE, Study.new_study_instance_uid == study_uid).values(
-        last_received_at=now, state=StudyState.RECEIVING, completed_at=None))
-    if changed.rowcount:  # type: ignore[attr-defined]
+def touch_study(conn: Connection, study_uid: str, now: datetime | None = None) -> None:
+    """Create the study row if needed and move its quiet period forward (RECEIVING again)."""
+    now = now or utcnow()
+    if conn.execute(_TOUCH, {"b_uid": study_uid, "b_now": now}).rowcount:
         return
     try:
-        with session.begin_nested():
-            session.execute(insert(Study).values(
+        with conn.begin_nested():
+            conn.execute(insert(_STUDIES).values(
                 node=NODE, new_study_instance_uid=study_uid, state=StudyState.RECEIVING,
                 instance_count=0, first_received_at=now, last_received_at=now))
     except IntegrityError:  # created meanwhile by another process
         pass
-
-
-def _count_study(session: Session, study_uid: str, patient: str) -> None:
-    count = select(func.count()).where(
-        Instance.node == NODE, Instance.new_study_instance_uid == study_uid,
-        Instance.state == InstanceState.PROCESSED).scalar_subquery()
-    values: dict[str, object] = {"instance_count": count}
-    if patient:
-        values["patient_pseudonym"] = patient
-    session.execute(update(Study).where(
-        Study.node == NODE, Study.new_study_instance_uid == study_uid).values(**values))
 
 
 def _sha256_file(path: Path) -> str:

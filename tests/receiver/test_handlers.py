@@ -153,6 +153,7 @@ def test_truncated_dataset_is_refused_and_quarantined(node: Node, tmp_path: Path
     path = write(ds, tmp_path / "whole.dcm")
     path.write_bytes(path.read_bytes()[:-3000])  # an interrupted copy: PixelData cut short
     before, files = len(folder.quarantine()), folder.store_files()
+    evil_before = set(_evil_files(folder.root.parent))
     assert _send_file(running, path) == CANNOT_UNDERSTAND
     [reason] = _new_quarantine(folder, before)
     assert "truncated" in reason
@@ -168,6 +169,7 @@ def test_dataset_without_sop_instance_uid_is_refused(node: Node, tmp_path: Path)
     del ds.SOPInstanceUID  # the file meta still names one, so the request carries it
     path = write(ds, tmp_path / "no-uid.dcm")
     before, files = len(folder.quarantine()), folder.store_files()
+    evil_before = set(_evil_files(folder.root.parent))
     assert _send_file(running, path) == CANNOT_UNDERSTAND
     assert _new_quarantine(folder, before) == ["dataset has no SOP Instance UID"]
     assert folder.store_files() == files
@@ -309,6 +311,7 @@ def test_path_traversal_uid_is_refused_and_writes_nothing_outside(
     ds = ct_instances(f"traversal-{keyword}-{value}", 1)[0]
     _set_invalid(ds, keyword, value)
     before, files = len(folder.quarantine()), folder.store_files()
+    evil_before = set(_evil_files(folder.root.parent))  # other tests may own such names
     assert send(running.port, [ds]) == [CANNOT_UNDERSTAND]
     label = {"SOPInstanceUID": "SOP Instance UID", "StudyInstanceUID": "Study Instance UID",
              "SeriesInstanceUID": "Series Instance UID"}[keyword]
@@ -318,7 +321,7 @@ def test_path_traversal_uid_is_refused_and_writes_nothing_outside(
                              f"{ds.SOPInstanceUID}.dcm")  # where a plain join would write
     assert not [p for p in (Path(naive), *Path(naive).parents)
                 if "evil" in p.name and p.exists()]
-    assert not _evil_files(folder.root.parent)
+    assert set(_evil_files(folder.root.parent)) == evil_before
     _still_serving(running, f"after-traversal-{keyword}-{value}")
 
 
@@ -335,11 +338,12 @@ def test_traversal_uid_in_the_body_of_a_valid_request_is_refused(node: Node,
     evil += b"\x00" * (len(uid) - len(evil))  # same length: the element stays well-formed
     path.write_bytes(data[:meta_end] + data[meta_end:].replace(uid, evil))
     before, files = len(folder.quarantine()), folder.store_files()
+    evil_before = set(_evil_files(folder.root.parent))
     assert _send_file(running, path) == CANNOT_UNDERSTAND
     assert _new_quarantine(folder, before) == [
         "SOP Instance UID differs from the C-STORE request"]
     assert folder.store_files() == files
-    assert not _evil_files(folder.root.parent)
+    assert set(_evil_files(folder.root.parent)) == evil_before
 
 
 # --- logs --------------------------------------------------------------------------------------

@@ -175,7 +175,11 @@ class RunningNode:
         self.proc = subprocess.Popen(argv, env=node.env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
         self.returncode: int | None = None
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.kill()  # a node that never answered must not outlive the test
+            raise
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Until a C-ECHO succeeds (the SCP is listening and answering)."""
@@ -355,6 +359,40 @@ def status_of(result: Dataset) -> int | None:
     return int(result.Status) if "Status" in result else None
 
 
+class _ParkedReactor(threading.Event):
+    """Keeps a requestor's reactor thread parked while ``send`` stores instances.
+
+    pynetdicom pauses the reactor of a requestor during ``send_c_store()`` by clearing an event
+    and then polling a flag the reactor sets just before it waits on that event. The flag may
+    still be set from the reactor's previous loop, so under load the reactor can take the C-STORE
+    response off the queue first ("Received unexpected C-STORE service message"), and the store
+    then waits for a response that already came. A node that answers fast makes this likely.
+    The sender here issues nothing but C-STOREs, so the reactor has nothing to do: it stays
+    blocked on its original event (this object replaces it and ignores ``set()``) until
+    :meth:`unpark` wakes it again for the release.
+    """
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__()
+        self.assoc = assoc
+        self.original: threading.Event = assoc._reactor_checkpoint
+        self.original.clear()
+        while True:  # blocked for sure once the flag stays set over a few reactor loops
+            while not assoc._is_paused and assoc.is_established:
+                time.sleep(0.0005)
+            time.sleep(0.02)
+            if assoc._is_paused or not assoc.is_established:
+                break
+        assoc._reactor_checkpoint = self
+
+    def set(self) -> None:  # send_c_store() "unpauses" here: the reactor stays parked
+        pass
+
+    def unpark(self) -> None:
+        self.assoc._reactor_checkpoint = self.original
+        self.original.set()
+
+
 def send(port: int, datasets: Sequence[Dataset], *, calling: str = "PYSEND",
          on_status: Callable[[Dataset, int | None], None] | None = None,
          stop: threading.Event | None = None,
@@ -366,18 +404,22 @@ def send(port: int, datasets: Sequence[Dataset], *, calling: str = "PYSEND",
     """
     results: list[tuple[str, int | None]] = []
     assoc = open_association(port, store_contexts(datasets), calling=calling, timeout=timeout)
+    parked = _ParkedReactor(assoc)
     try:
+        lost = False
         for ds in datasets:
             status: int | None = None
-            if assoc.is_established and not (stop and stop.is_set()):
+            if not lost and assoc.is_established and not (stop and stop.is_set()):
                 try:
                     status = status_of(assoc.send_c_store(ds))
                 except RuntimeError:  # the association went away between check and send
                     status = None
+                lost = status is None  # no response: the association is of no further use
             results.append((str(ds.SOPInstanceUID), status))
             if on_status is not None:
                 on_status(ds, status)
     finally:
+        parked.unpark()
         if assoc.is_established:
             assoc.release()
     return results

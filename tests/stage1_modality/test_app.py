@@ -108,7 +108,7 @@ def test_sigterm_during_an_association_lets_it_finish(nodes: NodeFactory) -> Non
 
     results: list[tuple[str, int | None]] = []
     sender = threading.Thread(target=lambda: results.extend(
-        send(running.port, datasets, on_status=on_status)))
+        send(running.port, datasets, on_status=on_status)), daemon=True)
     sender.start()
     assert halfway.wait(60)
     running.proc.send_signal(15)  # SIGTERM while the association is open

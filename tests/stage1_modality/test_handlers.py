@@ -107,6 +107,21 @@ def test_truncated_dataset_is_refused_and_quarantined(strict: tuple[NodeDir, Run
 
 
 @pytest.mark.usefixtures("chunked")
+def test_dataset_cut_inside_a_sequence_header_is_refused_and_quarantined(
+        strict: tuple[NodeDir, RunningNode], tmp_path: Path) -> None:
+    node, running = strict
+    path = _write(ct_instances("cut-in-sequence", 1)[0], tmp_path / "whole.dcm")
+    data = path.read_bytes()
+    sequence = data.index(b"\x40\x00\x75\x02SQ")  # RequestAttributesSequence (0040,0275)
+    path.write_bytes(data[:sequence + 10])  # ends inside the sequence's length field
+    before = _quarantine(node)
+    assert _send_file(running.port, path) in CANNOT_UNDERSTAND
+    new = [v for k, v in _quarantine(node).items() if k not in before]
+    assert len(new) == 1 and new[0].startswith("dataset")
+    _good_instance_still_stored(running.port, "after-cut-in-sequence")
+
+
+@pytest.mark.usefixtures("chunked")
 def test_dataset_without_sop_instance_uid_is_refused_and_quarantined(
         strict: tuple[NodeDir, RunningNode], tmp_path: Path) -> None:
     node, running = strict

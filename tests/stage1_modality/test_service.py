@@ -20,7 +20,8 @@ from pydicom.dataset import Dataset
 from sqlalchemy import select
 
 from appliance.keys import KeyRing
-from appliance.models import AuditEvent, Instance, InstanceState
+from appliance.models import AuditEvent, Instance, InstanceState, QuarantineItem
+from appliance.synthetic import make_sample_study_set
 from appliance.validation import receipt_key
 from tests.stage1_modality.harness import SUCCESS, NodeDir, NodeFactory, ct_instances, send
 
@@ -65,8 +66,8 @@ def test_four_concurrent_associations_lose_and_duplicate_nothing(nodes: NodeFact
 
     results: list[list[tuple[str, int | None]]] = [[] for _ in batches]
     threads = [threading.Thread(target=lambda n=n: results[n].extend(
-        send(running.port, batches[n], calling=f"SENDER{n}", on_status=on_status)))
-        for n in range(SENDERS)]
+        send(running.port, batches[n], calling=f"SENDER{n}", on_status=on_status)),
+        daemon=True) for n in range(SENDERS)]
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -95,12 +96,13 @@ def test_sigkill_mid_transfer_then_resend_processes_acknowledged_instances_once(
             if len(acknowledged) == 120:
                 enough.set()
 
-    sender = threading.Thread(target=send, args=(running.port, datasets),
+    sender = threading.Thread(target=send, args=(running.port, datasets), daemon=True,
                               kwargs={"on_status": on_status, "timeout": 3})
     sender.start()
     assert enough.wait(60)
     running.kill()  # mid-transfer: the sender is still sending
     sender.join(60)
+    assert not sender.is_alive()
     first_run = list(acknowledged)
     assert 120 <= len(first_run) < len(datasets)
     # What a kill can also leave, at instants too short to hit reliably: an interrupted atomic
@@ -129,3 +131,29 @@ def test_sigkill_mid_transfer_then_resend_processes_acknowledged_instances_once(
             AuditEvent.action == "instance.pseudonymized")))
     assert set(done) == {row.new_sop_instance_uid for row in rows.values()}
     assert set(done.values()) == {1}, "an instance was pseudonymized twice"
+
+
+def test_instance_the_policy_refuses_is_acknowledged_then_quarantined(
+        nodes: NodeFactory) -> None:
+    """Receipt and processing are separate: the sender gets success (the instance is safely
+    kept), and the policy's refusal puts the spooled instance in quarantine with its reason."""
+    node = nodes.folder(policy="safe-harbor")  # Clean Pixel Data: burned-in text is refused
+    running = nodes.start(node)
+    sample = make_sample_study_set(0)
+    burned = [ds for ds in sample if ds.get("BurnedInAnnotation") == "YES"]
+    clean = [ds for ds in sample if ds.get("BurnedInAnnotation") == "NO"][:2]
+    assert len(burned) == 1
+    results = send(running.port, burned + clean)
+    assert [status for _uid, status in results] == [SUCCESS] * 3
+    node.settle()
+    states = Counter(row.state for row in node.instance_rows())
+    assert states == {InstanceState.PROCESSED: 2, InstanceState.QUARANTINED: 1}
+    with node.engine.connect() as conn:
+        items = list(conn.execute(select(QuarantineItem.stored_path, QuarantineItem.reason,
+                                         QuarantineItem.stage)))
+    assert len(items) == 1
+    stored, reason, stage = items[0]
+    assert stage == "stage1" and "BurnedInAnnotation is YES" in reason
+    assert Path(stored).is_file() and Path(f"{stored}.reason.json").is_file()
+    assert not node.spool_files()
+    assert len(node.store_files()) == 2
