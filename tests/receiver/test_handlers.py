@@ -153,7 +153,6 @@ def test_truncated_dataset_is_refused_and_quarantined(node: Node, tmp_path: Path
     path = write(ds, tmp_path / "whole.dcm")
     path.write_bytes(path.read_bytes()[:-3000])  # an interrupted copy: PixelData cut short
     before, files = len(folder.quarantine()), folder.store_files()
-    evil_before = set(_evil_files(folder.root.parent))
     assert _send_file(running, path) == CANNOT_UNDERSTAND
     [reason] = _new_quarantine(folder, before)
     assert "truncated" in reason
@@ -169,7 +168,6 @@ def test_dataset_without_sop_instance_uid_is_refused(node: Node, tmp_path: Path)
     del ds.SOPInstanceUID  # the file meta still names one, so the request carries it
     path = write(ds, tmp_path / "no-uid.dcm")
     before, files = len(folder.quarantine()), folder.store_files()
-    evil_before = set(_evil_files(folder.root.parent))
     assert _send_file(running, path) == CANNOT_UNDERSTAND
     assert _new_quarantine(folder, before) == ["dataset has no SOP Instance UID"]
     assert folder.store_files() == files
