@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import pydicom
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
 from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.audit import record_audit
@@ -54,7 +56,7 @@ class StoreHandler:
 
     def __call__(self, event: evt.Event) -> int:
         started = time.perf_counter()
-        request = event.request
+        request = cast(C_STORE, event.request)
         affected = str(request.AffectedSOPInstanceUID or "")
         try:
             stream = event.encoded_dataset(include_meta=True)

@@ -29,7 +29,8 @@ from appliance.models import (
 )
 from appliance.settings import Settings
 from pdi.model import MediaError as PdiMediaError
-from pdi.writer import MediaOptions, VolumeResult, write_media
+from pdi.model import MediaOptions, VolumeResult
+from pdi.writer import write_media
 from stage1_modality.service import complete_quiet_studies, finish_pending
 
 NODE = Node.STAGE1

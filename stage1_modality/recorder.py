@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -58,9 +59,9 @@ BUSY_VALUES = frozenset(s.value for s in BUSY)
 LOG = get_logger("tce.stage1")
 
 # Core statements, built once: the ORM's per-statement bookkeeping cost more than the SQL.
-_INSTANCES: Table = Instance.__table__  # type: ignore[assignment]
-_STUDIES: Table = Study.__table__  # type: ignore[assignment]
-_AUDIT: Table = AuditEvent.__table__  # type: ignore[assignment]
+_INSTANCES = cast(Table, Instance.__table__)
+_STUDIES = cast(Table, Study.__table__)
+_AUDIT = cast(Table, AuditEvent.__table__)
 _I, _S = _INSTANCES.c, _STUDIES.c
 _KNOWN = select(_I.received_key, _I.state).where(
     _I.node == NODE, _I.received_key.in_(bindparam("keys", expanding=True)))
@@ -188,7 +189,14 @@ class Recorder:
             if flush:
                 backlog = []
             if items:
-                self._write(items)
+                try:
+                    self._write(items)
+                except Exception as exc:  # never let the recorder thread die: nothing would
+                    LOG.error("stage1.recorder_failed", error=type(exc).__name__)  # be answered
+                    for item in items:
+                        if isinstance(item, Receipt) and not item.done.is_set():
+                            item.error = type(exc).__name__
+                            item.done.set()
 
     def _connection(self) -> Connection:
         """The recorder's own connection, kept open: a pool checkout and the rollback on its
@@ -262,7 +270,9 @@ class Recorder:
         """One query for the duplicates, one multi-row insert, one update per study."""
         known = dict(conn.execute(_KNOWN, {"keys": sorted({r.key for r in receipts})}).all())
         now = utcnow()
-        rows, studies, done = [], set(), []
+        rows: list[dict[str, object]] = []
+        studies: set[str] = set()
+        done: list[tuple[object, str]] = []
         for receipt in receipts:
             state = known.get(receipt.key)
             if state is not None:  # from an earlier or a parallel association
@@ -293,7 +303,9 @@ class Recorder:
         rows = {row.received_key: row for row in conn.execute(
             _PENDING, {"keys": sorted({r.key for r in results})})}
         now = utcnow()
-        updates, audits, done = [], [], []
+        updates: list[dict[str, object]] = []
+        audits: list[dict[str, object]] = []
+        done: list[tuple[object, str]] = []
         counted: dict[str, tuple[int, str]] = {}
         for result in results:
             row = rows.pop(result.key, None)  # pop: a result twice in one batch counts once
@@ -357,7 +369,7 @@ class Recorder:
         token = self.keyring.seal(original.encode("utf-8"), keyword.encode("ascii"))
         try:
             with conn.begin_nested():
-                conn.execute(insert(Pseudonym.__table__).values(
+                conn.execute(insert(cast(Table, Pseudonym.__table__)).values(
                     keyword=keyword, pseudonym=pseudonym, lookup=lookup, sealed=token,
                     key_id=self.keyring.active_key_id, created_at=utcnow()))
         except IntegrityError:  # issued meanwhile by another process: same mapping

@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import socket
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -39,6 +40,7 @@ from stage1_modality.recorder import Receipt, Recorder
 
 NODE = Node.STAGE1
 LOG = get_logger("tce.stage1")
+HEARTBEAT_STALE = 5  # seconds; the node beats every second
 
 
 def utcnow() -> datetime:
@@ -216,29 +218,45 @@ def sweep_leftovers(sessions: sessionmaker[Session], spool_dir: Path, store_dir:
 
 
 def _node_running(session: Session) -> bool:
+    """A fresh heartbeat from a node process that still exists (when it is on this host)."""
     beat = session.get(Heartbeat, NODE)
-    return beat is not None and beat.beat_at > datetime.now(UTC) - timedelta(seconds=5)
+    if beat is None or beat.beat_at <= datetime.now(UTC) - timedelta(seconds=HEARTBEAT_STALE):
+        return False
+    if beat.host == socket.gethostname() and beat.pid:
+        try:
+            os.kill(beat.pid, 0)
+        except ProcessLookupError:  # killed moments ago: its heartbeat is not stale yet
+            return False
+        except PermissionError:
+            pass
+    return True
 
 
 def finish_pending(settings: Settings, sessions: sessionmaker[Session],
                    studies: list[str] | None, timeout: float = 600) -> None:
-    """Wait for (or do) the processing of queued instances of ``studies`` (None: all)."""
-    with sessions() as session:
-        if not _pending(session, studies):
-            return
-        running = _node_running(session)
-    if not running:
-        service = Stage1Service(sessions, KeyRing.load(settings.key_ring), settings.stage1.policy,
-                                store_dir=settings.stage1.store_dir,
-                                quarantine_dir=settings.quarantine_dir,
-                                workers=settings.stage1.workers)
-        service.start()
-        service.stop(timeout)
-        return
+    """Wait for the running node to process the queued instances of ``studies`` (None: all),
+    or, when no node runs (or it stops meanwhile), process them here with the same policy."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         with sessions() as session:
             if not _pending(session, studies):
                 return
+            running = _node_running(session)
+        if not running:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError("queued instances were not processed in time; is the node"
+                               " overloaded? Check its log, or stop it and run this again")
         time.sleep(0.2)
-    raise TimeoutError("queued instances were not processed in time; is the node overloaded?")
+    service = Stage1Service(sessions, KeyRing.load(settings.key_ring), settings.stage1.policy,
+                            store_dir=settings.stage1.store_dir,
+                            quarantine_dir=settings.quarantine_dir,
+                            workers=settings.stage1.workers)
+    service.start()
+    try:
+        finished = service.drain(max(1.0, deadline - time.monotonic()))
+    finally:
+        service.stop(0)
+    if not finished:
+        raise TimeoutError("queued instances were not processed in time; run this again to"
+                           " continue where it stopped")

@@ -86,12 +86,13 @@ class ExportSummary:
     instances_failed: int = 0
     messages: list[str] = field(default_factory=list)
     attempts_failed: int = 0  # attempts that ended with the Receiver refusing or unreachable
+    policies_changed: int = 0  # jobs sent back for approval: their policy changed
     anonymize_seconds: float = 0.0
     send_seconds: float = 0.0
 
     @property
     def exit_status(self) -> int:
-        return 1 if self.jobs_failed or self.attempts_failed else 0
+        return 1 if self.jobs_failed or self.attempts_failed or self.policies_changed else 0
 
     def __str__(self) -> str:
         head = (f"{self.jobs_exported} job(s) exported, {self.jobs_failed} failed,"
@@ -247,7 +248,10 @@ class _Export:
                     JobState.PENDING_APPROVAL, POLICY_CHANGED, None)
                 record_audit(session, NODE, "job.policy_changed", job_subject(job.id),
                              approved_digest=job.policy_digest, detail=str(exc))
-                self.summary.messages.append(f"job {job.id}: {exc}; nothing was sent")
+                text = str(exc)
+                prefix = "" if text.startswith(f"job {job.id}") else f"job {job.id}: "
+                self.summary.messages.append(f"{prefix}{text}; nothing was sent")
+                self.summary.policies_changed += 1
                 LOG.warning("job.policy_changed", job=job.id)
                 return None
             job.state = JobState.EXPORTING
@@ -415,7 +419,7 @@ def _stage(engine: Deidentifier, row_id: int, store_path: Path, sha256: str | No
         try:
             outcome = engine.deidentify(ds)
         except PolicyRefusal as exc:
-            return f"refused by policy ({exc})"
+            return f"refused by policy: {exc}"
         except Exception as exc:
             return f"anonymization failed ({type(exc).__name__})"
         new_sop = outcome.sop_instance_uid

@@ -146,8 +146,8 @@ def delivered(done: subprocess.CompletedProcess[str]) -> str:
     """
     output = done.stdout + done.stderr
     assert done.returncode == 1, output
-    assert "(1 refused by policy)" in output, output
-    assert "permanently (1 refused by policy); the rest was sent" in output, output
+    assert "(1 refused by policy: BurnedInAnnotation is YES" in output, output
+    assert ("held for pixel cleaning or manual review); the rest was sent" in output), output
     return output
 
 

@@ -100,8 +100,8 @@ def test_export_sends_all_but_the_burned_in_instance_and_says_so(chain: Chain) -
     assert done.returncode == 1, output  # one study could not be sent whole
     assert "4 job(s) exported, 1 failed, 0 waiting; 21 instance(s) sent, 1 failed" in output
     held = _held_back_job(chain)
-    assert (f"job {held}: FAILED: 1 of 10 instance(s) failed permanently (1 refused by policy)"
-            in output), output
+    assert (f"job {held}: FAILED: 1 of 10 instance(s) failed permanently (1 refused by policy:"
+            " BurnedInAnnotation is YES" in output), output
     states = {job.id: JobState(job.state) for job in chain.research.jobs()}
     assert states.pop(held) is JobState.FAILED
     assert set(states.values()) == {JobState.EXPORTED}, states

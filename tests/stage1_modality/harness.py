@@ -89,6 +89,12 @@ class NodeDir:
         data["stage1"].update(stage1)
         self.config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
 
+    def configure_top(self, **settings: Any) -> None:
+        """Change top-level settings in tce.yaml (e.g. ``database_url``)."""
+        data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        data.update(settings)
+        self.config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
     @property
     def settings(self) -> Settings:
         return load(self.config, environ={})

@@ -16,6 +16,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
@@ -157,3 +158,61 @@ def test_instance_the_policy_refuses_is_acknowledged_then_quarantined(
     assert Path(stored).is_file() and Path(f"{stored}.reason.json").is_file()
     assert not node.spool_files()
     assert len(node.store_files()) == 2
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_node_on_postgresql_receives_processes_and_writes_media(
+        nodes: NodeFactory, db_url: str, tmp_path: Path) -> None:
+    """The same node with ``database_url`` on a real PostgreSQL server (see tests/pg.py)."""
+    node = nodes.folder(quiet_period_seconds=3600)
+    node.configure_top(database_url=db_url)
+    assert node.engine.dialect.name == "postgresql"
+    running = nodes.start(node)
+    batches = [ct_instances(f"pg-{n}", 50) for n in range(SENDERS)]
+    results: list[list[tuple[str, int | None]]] = [[] for _ in batches]
+    threads = [threading.Thread(target=lambda n=n: results[n].extend(
+        send(running.port, batches[n] + batches[n][:5], calling=f"SENDER{n}")), daemon=True)
+        for n in range(SENDERS)]  # each re-sends five of its instances: duplicates
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert [s for batch in results for _u, s in batch] == [SUCCESS] * SENDERS * 55
+    node.wait_processed(SENDERS * 50, timeout=60)
+    _assert_every_row_has_its_file(node, SENDERS * 50)
+    done = node.tce("stage1", "media", "write", str(tmp_path / "media"), "--all")
+    assert done.returncode == 0, done.stderr
+    assert f"{SENDERS * 50} instances" in done.stdout
+    assert running.stop() == 0
+
+
+def test_media_right_after_a_crash_processes_what_the_node_left(nodes: NodeFactory,
+                                                                tmp_path: Path) -> None:
+    """``media write --all`` with the node just killed: its heartbeat is still fresh, but the
+    command sees the process is gone and finishes the queued instances itself."""
+    node = nodes.folder(quiet_period_seconds=3600)
+    running = nodes.start(node)
+    datasets = ct_instances("left-behind", 150)
+    acknowledged: list[str] = []
+    enough = threading.Event()
+
+    def on_status(ds: Dataset, status: int | None) -> None:
+        if status == SUCCESS:
+            acknowledged.append(str(ds.SOPInstanceUID))
+            if len(acknowledged) == 60:
+                enough.set()
+
+    sender = threading.Thread(target=send, args=(running.port, datasets), daemon=True,
+                              kwargs={"on_status": on_status, "timeout": 3})
+    sender.start()
+    assert enough.wait(60)
+    running.kill()
+    sender.join(60)
+    started = time.monotonic()
+    done = node.tce("stage1", "media", "write", str(tmp_path / "media"), "--all", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 30
+    rows = node.instance_rows()
+    assert len(rows) >= len(acknowledged)
+    assert {row.state for row in rows} == {InstanceState.PROCESSED}
+    assert f"{len(rows)} instances" in done.stdout

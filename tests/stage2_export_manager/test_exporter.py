@@ -138,7 +138,8 @@ def test_exports_each_approved_study_once(any_node: Node, tmp_path: Path) -> Non
     assert states == {JobState.EXPORTED: 4, JobState.FAILED: 1}
     failed = next(job for job in node.jobs() if job.state is JobState.FAILED)
     assert failed.last_error is not None
-    assert "1 of 10 instance(s) failed permanently (1 refused by policy)" in failed.last_error
+    assert ("1 of 10 instance(s) failed permanently (1 refused by policy: BurnedInAnnotation"
+            " is YES") in failed.last_error
     assert failed.sent_count == 9
     for job in node.jobs():
         if job.state is JobState.EXPORTED:
