@@ -287,9 +287,17 @@ def test_unreachable_and_refusing_receivers(tmp_path: Path, files: list[Path]) -
     nobody = Peer(RECEIVER, "127.0.0.1", free_port())
     with pytest.raises(AssociationFailed, match="not reachable"):
         send(nobody, items_for(files), timeouts=Timeouts(5, 5, 5))
-    with Storescp(tmp_path / "rx", None, "--refuse") as scp, \
-            pytest.raises(AssociationFailed, match="rejected the association"):
-        send(scp.peer, items_for(files), timeouts=Timeouts(5, 5, 5))
+    ae = AE(ae_title="SOMEONE_ELSE")  # rejects A-ASSOCIATE-RQs called TCE_RECEIVER
+    ae.require_called_aet = True
+    ae.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False)
+    try:
+        with pytest.raises(AssociationFailed, match="rejected the association") as info:
+            send(Peer(RECEIVER, "127.0.0.1", port), items_for(files), timeouts=Timeouts(5, 5, 5))
+    finally:
+        server.shutdown()
+    assert "Called AE title not recognised" in str(info.value)
 
 
 def test_parallel_associations_lose_nothing(tmp_path: Path) -> None:
