@@ -231,7 +231,7 @@ class Worker:
         final = None if self.out_dir is None else (
             self.out_dir / parts[0] / parts[1] / f"{parts[2]}.dcm")
         try:
-            tmp, size_out = _write_temporary(final, ds, fh, span)
+            tmp, size_out = write_temporary(final, ds, fh, span)
         except InvalidInstance as exc:
             return self._quarantine(source, size, str(exc), exc.detail)
         except OSError as exc:
@@ -305,7 +305,7 @@ def _check_header(ds: Dataset) -> None:
             raise InvalidInstance(f"invalid: {keyword} is missing or empty")
 
 
-def _write_temporary(final: Path | None, ds: Dataset, source: BinaryIO | None = None,
+def write_temporary(final: Path | None, ds: Dataset, source: BinaryIO | None = None,
                      span: PixelSpan | None = None) -> tuple[Path | None, int]:
     """Encode ``ds`` into a temporary file beside ``final``; (its path, size).
 

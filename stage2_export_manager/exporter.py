@@ -41,9 +41,9 @@ from appliance.audit import record_audit
 from appliance.batch_worker import (
     InvalidInstance,
     NotDicom,
-    _write_temporary,
     read_for_splice,
     read_instance,
+    write_temporary,
 )
 from appliance.durable import make_dirs
 from appliance.logging import get_logger
@@ -425,7 +425,7 @@ def _stage(engine: Deidentifier, row_id: int, store_path: Path, sha256: str | No
         new_sop = outcome.sop_instance_uid
         final = folder / f"{new_sop if _UID.fullmatch(new_sop or '') else f'row{row_id}'}.dcm"
         try:
-            tmp, _ = _write_temporary(final, ds, fh, span)
+            tmp, _ = write_temporary(final, ds, fh, span)
         except InvalidInstance as exc:
             return f"cannot be encoded after anonymization ({exc})"
     assert tmp is not None

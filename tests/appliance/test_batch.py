@@ -267,7 +267,7 @@ def test_a_write_error_on_out_stops_the_run(sample: Path, tmp_path: Path,
     def disk_full(final: Path | None, ds: Dataset, *_: object) -> tuple[Path | None, int]:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(batch_worker, "_write_temporary", disk_full)
+    monkeypatch.setattr(batch_worker, "write_temporary", disk_full)
     out, _, report = run(sample, tmp_path)
     assert report.aborted == "cannot write to OUT (No space left on device)"
     assert report.failed >= 1 and not report.ok
