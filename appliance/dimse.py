@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from pynetdicom import AE, StoragePresentationContexts, _config, evt
+from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, StoragePresentationContexts, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
@@ -129,6 +129,16 @@ def storage_contexts(sop_classes: Sequence[str],
             context.transfer_syntax = list(transfer_syntaxes)
             contexts.append(context)
     return contexts
+
+
+def scp_contexts(sop_classes: Sequence[str],
+                 transfer_syntaxes: Sequence[str]) -> list[PresentationContext]:
+    """Every context an SCP of this appliance accepts: storage, and Verification with
+    pynetdicom's default transfer syntaxes (as :func:`make_scp_ae` adds it)."""
+    verification = PresentationContext()
+    verification.abstract_syntax = VERIFICATION_SOP_CLASS
+    verification.transfer_syntax = list(DEFAULT_TRANSFER_SYNTAXES)
+    return [*storage_contexts(sop_classes, transfer_syntaxes), verification]
 
 
 def quiet_identifiers() -> None:

@@ -8,17 +8,19 @@ run; only decoded elements go through pydicom's encoder. The bytes are identical
 own output: a raw element is written as tag, VR, length and value.
 
 Falls back to pydicom's writer when the dataset's character set or encoding changed (every text
-element must then be re-encoded), for deflated and big-endian syntaxes.
+element must then be re-encoded) and for big endian; a deflated dataset is encoded in memory and
+compressed as one raw deflate stream.
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from typing import BinaryIO
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomFileLike
+from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
 
 _LONG_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "SQ", "UN", "UC", "UR", "UT", "SV",
@@ -40,7 +42,10 @@ def write_instance(ds: Dataset, out: BinaryIO, source_fd: int | None = None) -> 
     fp.is_little_endian, fp.is_implicit_VR = syntax.is_little_endian, syntax.is_implicit_VR
     same_encoding = (ds.original_encoding == (syntax.is_implicit_VR, syntax.is_little_endian)
                      and ds.original_character_set == ds._character_set)
-    if not same_encoding or syntax.is_deflated or not syntax.is_little_endian:
+    if syntax.is_deflated:
+        _write_deflated(fp, ds)
+        return
+    if not same_encoding or not syntax.is_little_endian:
         write_dataset(fp, ds)
         return
     _write_raw_runs(fp, ds, syntax.is_implicit_VR)
@@ -74,6 +79,17 @@ def _write_raw_runs(fp: DicomFileLike, ds: Dataset, implicit: bool) -> None:
         _flush(fp, pending)
         write_data_element(fp, elem, encodings)
     _flush(fp, pending)
+
+
+def _write_deflated(fp: DicomFileLike, ds: Dataset) -> None:
+    """Deflated Explicit VR Little Endian: the dataset (not the File Meta) is a raw deflate
+    stream (PS3.5 A.5), so encode it in memory first and compress it as a whole."""
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = compressor.compress(buffer.getvalue()) + compressor.flush()
+    fp.write(deflated + b"\x00" * (len(deflated) % 2))  # a Part 10 file has an even length
 
 
 def _flush(fp: DicomFileLike, pending: list[bytes]) -> None:

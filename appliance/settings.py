@@ -251,6 +251,13 @@ class Settings:
         return None if self.path is None else self.path.parent
 
     @property
+    def db_url(self) -> str:
+        """The database URL; only settings that went through :func:`load` have one."""
+        if self.database_url is None:
+            raise ValueError("settings have no database_url: load them with settings.load()")
+        return self.database_url
+
+    @property
     def roles(self) -> tuple[str, ...]:
         """The services this node runs: ``all`` expands to stage1, stage2 and receiver."""
         return ROLES[1:] if self.role == "all" else (self.role,)

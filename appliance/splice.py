@@ -23,6 +23,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 
+from appliance.tokenizer import Unsupported, read_explicit_le_header
+
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UN", b"UC", b"UR", b"UT", b"SV",
              b"UV"}
@@ -49,7 +51,11 @@ def read_header(fp: BinaryIO, size: int) -> tuple[Dataset, PixelSpan | None] | N
     Returns the dataset (without Pixel Data) and the span of the Pixel Data element, or a
     ``None`` span when the file has no Pixel Data (then the dataset is complete).
     """
-    ds = dcmread(fp, stop_before_pixels=True)
+    try:
+        ds, _ = read_explicit_le_header(fp, size)
+    except Unsupported:
+        fp.seek(0)
+        ds = dcmread(fp, stop_before_pixels=True)
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if syntax is None or syntax in (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian):
         return None

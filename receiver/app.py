@@ -7,26 +7,22 @@ data as received and never derives anything from it.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from appliance.db import open_database, session_factory
 from appliance.dimse import make_scp_ae
 from appliance.durable import make_dirs
+from appliance.heartbeat import NodeHeartbeat
 from appliance.logging import get_logger
-from appliance.models import Heartbeat
 from appliance.settings import Settings, effective_transfer_syntaxes
 from receiver.handlers import NODE, AssociationLog, StoreHandler, handler_table
 from receiver.storage import sweep_temporary
 
 LOG = get_logger("tce.receiver")
-HEARTBEAT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,7 @@ class ReceiverNode:
         self.listen = listen or Listen(config.ae_title, config.bind, config.port)
         for folder in (config.store_dir, settings.quarantine_dir):
             make_dirs(folder)
-        self.db = open_database(str(settings.database_url))
+        self.db = open_database(settings.db_url)
         self.sessions = session_factory(self.db)
         self.associations = AssociationLog()
         self.handler = StoreHandler(self.sessions, config.store_dir, settings.quarantine_dir,
@@ -58,47 +54,28 @@ class ReceiverNode:
             transfer_syntaxes=effective_transfer_syntaxes(config.transfer_syntaxes),
             max_associations=config.max_associations, acse_timeout=config.acse_timeout,
             dimse_timeout=config.dimse_timeout, network_timeout=config.network_timeout)
-        self._stop = threading.Event()
         self._server: Any = None
-        self._housekeeper: threading.Thread | None = None
-        self._started = datetime.now(UTC)
+        self.heartbeat = NodeHeartbeat(self.sessions, NODE, ae_title=self.listen.ae_title,
+                                       port=self.listen.port)
 
     def start(self) -> None:
         """Start the SCP (non-blocking); the heartbeat row is written before it listens."""
         swept = sweep_temporary(self.settings.receiver.store_dir)
         if swept:
             LOG.warning("receiver.swept_temporary", files=swept)
-        self._beat()
-        self._server = self.ae.start_server((self.listen.bind, self.listen.port), block=False,
-                                            evt_handlers=handler_table(self.handler))
-        self._housekeeper = threading.Thread(target=self._housekeeping, daemon=True,
-                                             name="receiver-housekeeping")
-        self._housekeeper.start()
+        self.heartbeat.start()
+        try:
+            self._server = self.ae.start_server((self.listen.bind, self.listen.port),
+                                                block=False,
+                                                evt_handlers=handler_table(self.handler))
+        except BaseException:
+            self.heartbeat.stop()
+            raise
         LOG.info("receiver.listening", ae_title=self.listen.ae_title, bind=self.listen.bind,
                  port=self.listen.port, store=str(self.settings.receiver.store_dir))
 
-    def _housekeeping(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            try:
-                self._beat()
-            except Exception as exc:  # a busy database must not kill the node
-                LOG.error("receiver.heartbeat_failed", error=type(exc).__name__)
-
-    def _beat(self) -> None:
-        with self.sessions.begin() as session:
-            beat = session.get(Heartbeat, NODE)
-            if beat is None:
-                beat = Heartbeat(node=NODE, pid=os.getpid(), host=socket.gethostname(),
-                                 started_at=self._started)
-                session.add(beat)
-            beat.pid, beat.host, beat.beat_at = os.getpid(), socket.gethostname(), \
-                datetime.now(UTC)
-            beat.started_at = self._started
-            beat.ae_title, beat.port = self.listen.ae_title, self.listen.port
-
     def stop(self, timeout: float = 60) -> None:
         """Stop accepting, let open associations finish (up to ``timeout`` seconds)."""
-        self._stop.set()
         if self._server is not None:
             # Closes the listening socket only; associations in progress run to their end.
             self._server.shutdown()
@@ -108,8 +85,7 @@ class ReceiverNode:
                 time.sleep(0.05)
             if self.ae.active_associations:
                 LOG.warning("receiver.associations_cut", count=len(self.ae.active_associations))
-        if self._housekeeper is not None:
-            self._housekeeper.join(timeout=5)
+        self.heartbeat.stop()
         self.db.dispose()
         LOG.info("receiver.stopped")
 

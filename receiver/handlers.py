@@ -46,7 +46,7 @@ from appliance.models import (
     utcnow,
 )
 from appliance.quarantine import quarantine_file
-from appliance.validation import BadInstance, validate
+from appliance.validation import BadInstance, check_dataset
 from receiver.storage import UnsafeUID, instance_path, make_instance_dirs, remove_empty_dirs
 
 NODE = Node.RECEIVER
@@ -139,7 +139,8 @@ class StoreHandler:
         except Exception:
             return self._answer(event, "refused", Status.CANNOT_UNDERSTAND_DECODE)
         try:
-            received = self.check(stream, affected, str(event.context.abstract_syntax))
+            received = self.check(stream, affected, str(event.context.abstract_syntax),
+                                  str(event.context.transfer_syntax))
         except BadInstance as exc:
             self._quarantine(stream, str(exc))
             return self._answer(event, "refused", Status.CANNOT_UNDERSTAND_DECODE)
@@ -167,17 +168,22 @@ class StoreHandler:
         digest = hashlib.blake2b(sop_uid.encode(), digest_size=2).digest()
         return self._locks[int.from_bytes(digest, "big") % _STRIPES]
 
-    def check(self, stream: bytes, affected_uid: str, sop_class_uid: str) -> Received:
-        """Validate like stage 1, then make sure the UIDs can name folders and files."""
-        ds = validate(stream, affected_uid)
+    def check(self, stream: bytes, affected_uid: str, sop_class_uid: str,
+              transfer_syntax_uid: str) -> Received:
+        """Validate like stage 1, then make sure the UIDs can name folders and files.
+
+        ``stream`` is pynetdicom's Part 10 encoding: preamble, File Meta Information (whose
+        group length says where it ends), then the dataset as received.
+        """
+        meta_end = 144 + int.from_bytes(stream[140:144], "little")
+        checked = check_dataset(stream, transfer_syntax_uid, affected_uid, meta_end)
         try:
-            path = instance_path(self.store_dir, ds.get("StudyInstanceUID"),
-                                 ds.get("SeriesInstanceUID"), ds.get("SOPInstanceUID"))
+            path = instance_path(self.store_dir, checked.study_instance_uid,
+                                 checked.series_instance_uid, checked.sop_instance_uid)
         except UnsafeUID as exc:
             raise BadInstance(str(exc)) from exc
-        return Received(sop_class_uid, str(ds.SOPInstanceUID), str(ds.StudyInstanceUID),
-                        str(ds.SeriesInstanceUID),
-                        str(ds.file_meta.get("TransferSyntaxUID", "")), path)
+        return Received(sop_class_uid, checked.sop_instance_uid, checked.study_instance_uid,
+                        checked.series_instance_uid, transfer_syntax_uid, path)
 
     def store(self, received: Received, stream: bytes, calling_ae: str) -> str:
         """Write and index one instance; returns ``stored``, ``duplicate`` or ``replaced``."""

@@ -1,37 +1,40 @@
-"""C-STORE for stage 1: validate, spool durably, record, then answer.
+"""C-STORE for stage 1: spool while receiving, validate, make durable, then answer.
 
-Success (0x0000) is returned only after the received bytes are fsynced and renamed into the
-spool folder *and* the instance row is committed (the recorder fsyncs the spool folder and
-commits, for every association waiting at that moment at once), so an acknowledged instance
-survives any crash. Nothing is decoded beyond what validation needs, and no original identifier
-is stored: the spool file and the row are named by a keyed hash of the SOP Instance UID (the
-"receipt key"), which also makes a re-sent instance idempotent: it is acknowledged again, and
-the recorder finds its row and drops the second copy.
+The bytes of a dataset go to a temporary file in the spool folder while they arrive (see
+:mod:`appliance.streaming_scp`), so the node never holds a whole instance in memory. After the
+last fragment the file is fsynced, checked (:func:`appliance.validation.check_dataset`, reading
+the file through an mmap of the page cache), renamed to its spool name, and the spool folder is
+fsynced (once for every association waiting at that moment). Success (0x0000) is answered only
+then, so an acknowledged instance survives any crash: the spool is the durable queue
+(:mod:`stage1_modality.spool`). The instance row is committed by the recorder right after,
+off the acknowledgement path; a crash in between leaves a spool file without a row, which the
+next start adopts.
+
+No original identifier is stored: the spool file and the row are named by a keyed hash of the
+SOP Instance UID (the "receipt key"), which also makes a re-sent instance idempotent: it is
+acknowledged again, and the recorder finds its row and drops the second copy. Only a valid
+dataset is renamed into the spool, so a bad copy of an instance that is still queued never
+replaces the good one.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
+import mmap
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import cast
 
-import pydicom
-from pynetdicom import evt
-from pynetdicom.dimse_primitives import C_STORE
 from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.audit import record_audit
 from appliance.dimse import Status
-from appliance.durable import publish, write_temporary
 from appliance.logging import get_logger
 from appliance.models import Node, QuarantineItem
-from appliance.quarantine import quarantine_file
-from appliance.validation import BadInstance, receipt_key, validate
+from appliance.quarantine import quarantine_file, read_reason
+from appliance.streaming_scp import StoreRequest
+from appliance.validation import BadInstance, check_dataset, receipt_key
 from stage1_modality.recorder import Receipt
+from stage1_modality.spool import FolderSync, SpareFiles, SpoolFile
 
 LOG = get_logger("tce.scp")
 
@@ -39,70 +42,83 @@ __all__ = ["StoreHandler", "receipt_key"]
 
 
 class StoreHandler:
-    """``EVT_C_STORE`` handler of the stage-1 node."""
+    """The stage-1 node's C-STORE handler for :class:`~appliance.streaming_scp.StreamingScp`."""
 
     def __init__(self, node: Node, sessions: sessionmaker[Session], spool_dir: Path,
                  quarantine_dir: Path, hash_key: bytes,
-                 study_uid_for: Callable[[pydicom.Dataset], str],
-                 receive: Callable[[Receipt], Receipt]) -> None:
+                 study_uid_for: Callable[[str], str],
+                 record: Callable[[Receipt], None]) -> None:
         self.node = node
         self.sessions = sessions
         self.spool_dir = spool_dir
         self.quarantine_dir = quarantine_dir
         self.hash_key = hash_key
-        self.study_uid_for = study_uid_for
-        self.receive = receive
-        self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="scp-spool")
+        self.study_uid_for = study_uid_for  # original Study Instance UID -> the new one
+        self.record = record  # queues the row; returns at once
+        self.folder_sync = FolderSync(spool_dir)
+        self.spares = SpareFiles(spool_dir)
 
-    def __call__(self, event: evt.Event) -> int:
-        started = time.perf_counter()
-        request = cast(C_STORE, event.request)
-        affected = str(request.AffectedSOPInstanceUID or "")
+    def __call__(self, request: StoreRequest) -> _Spooling | int:
+        key = receipt_key(self.hash_key, request.sop_instance_uid)
         try:
-            stream = event.encoded_dataset(include_meta=True)
-        except Exception:
-            return int(Status.CANNOT_UNDERSTAND_DECODE)
-        key = receipt_key(self.hash_key, affected)
-        spool = self.spool_dir / f"{key}.dcm"
-        # The bytes are written and fsynced (which releases the GIL) while they are validated;
-        # only a valid dataset is renamed into the spool, so a bad copy of an instance that is
-        # still queued never replaces the good one.
-        writing = self._io.submit(write_temporary, spool, stream)
-        try:
-            ds = validate(stream, affected)
-        except Exception as exc:
-            reason = (str(exc) if isinstance(exc, BadInstance)  # else a decoder error that
-                      else f"dataset cannot be decoded ({type(exc).__name__})")  # is bad input
-            _discard(writing)
-            self._quarantine(stream, reason, key)
-            return int(Status.CANNOT_UNDERSTAND_DECODE)
-        try:
-            publish(writing.result(), spool, sync_dir=False)  # the recorder fsyncs the folder
+            spooled = SpoolFile(self.spool_dir / f"{key}.dcm", self.spares.take())
         except OSError as exc:  # disk full, permissions: out of resources, node keeps serving
             LOG.error("scp.store_failed", receipt=key[:16], error=type(exc).__name__)
             return int(Status.OUT_OF_RESOURCES)
-        receipt = self.receive(Receipt(
-            key=key, spool_path=spool, sop_class_uid=str(request.AffectedSOPClassUID),
-            transfer_syntax_uid=str(ds.file_meta.get("TransferSyntaxUID", "")),
-            study_uid=self.study_uid_for(ds), size=len(stream),
-            calling_ae=str(event.assoc.requestor.ae_title)))
-        if receipt.error:  # no row: the sender must not think it is kept. The spool file may
-            return int(Status.OUT_OF_RESOURCES)  # be a queued twin's: the next start sweeps it
-        LOG.debug("scp.stored", receipt=key[:16], bytes=len(stream),
+        header = request.part10_header()
+        try:
+            spooled.write(header)
+        except OSError as exc:
+            spooled.abandon()
+            LOG.error("scp.store_failed", receipt=key[:16], error=type(exc).__name__)
+            return int(Status.OUT_OF_RESOURCES)
+        return _Spooling(self, request, key, spooled, len(header))
+
+    def close(self) -> None:
+        """After the last association: remove the spare files."""
+        self.spares.close()
+
+    def finish(self, spooling: _Spooling) -> int:
+        """The last fragment is written: make it durable and check it; the status to answer."""
+        started = time.perf_counter()
+        key, request, spooled = spooling.key, spooling.request, spooling.file
+        try:
+            spooled.sync()
+            with mmap.mmap(spooled.fd, 0, access=mmap.ACCESS_READ) as view:
+                try:
+                    checked = check_dataset(view, request.transfer_syntax_uid,
+                                            request.sop_instance_uid, spooling.header_size)
+                    reason = ""
+                except BadInstance as exc:
+                    reason = str(exc)
+            if reason:
+                spooled.close()
+                self._quarantine(spooled.tmp, reason, key)
+                spooled.abandon()
+                return int(Status.CANNOT_UNDERSTAND_DECODE)
+            spooled.publish()
+            self.folder_sync.sync()
+        except OSError as exc:  # disk full, I/O error: not kept, the sender retries later
+            spooled.abandon()
+            LOG.error("scp.store_failed", receipt=key[:16], error=type(exc).__name__)
+            return int(Status.OUT_OF_RESOURCES)
+        self.record(Receipt(
+            key=key, spool_path=spooled.target, sop_class_uid=request.sop_class_uid,
+            transfer_syntax_uid=request.transfer_syntax_uid,
+            study_uid=self.study_uid_for(checked.study_instance_uid), size=spooled.size,
+            calling_ae=request.calling_ae))
+        LOG.debug("scp.stored", receipt=key[:16], bytes=spooled.size,
                   ms=round((time.perf_counter() - started) * 1000, 2))
         return int(Status.SUCCESS)
 
-    def close(self) -> None:
-        self._io.shutdown(wait=True)
-
-    def _quarantine(self, stream: bytes, reason: str, key: str) -> None:
+    def _quarantine(self, path: Path, reason: str, key: str) -> None:
         try:
-            stored = quarantine_file(stream, self.quarantine_dir, reason, stage=self.node.value)
+            stored = quarantine_file(path, self.quarantine_dir, reason, stage=self.node.value)
+            record = read_reason(stored)
             with self.sessions.begin() as session:
                 session.add(QuarantineItem(node=self.node, stored_path=str(stored), reason=reason,
-                                           stage="receive",
-                                           sha256=hashlib.sha256(stream).hexdigest(),
-                                           size_bytes=len(stream)))
+                                           stage="receive", sha256=record.sha256,
+                                           size_bytes=record.size))
                 record_audit(session, self.node, "instance.quarantined", stored.name,
                              reason=reason)
             LOG.warning("scp.quarantined", item=stored.name, reason=reason)
@@ -110,7 +126,27 @@ class StoreHandler:
             LOG.error("scp.quarantine_failed", receipt=key[:16], error=type(exc).__name__)
 
 
-def _discard(writing: Future[Path]) -> None:
-    """Remove the temporary file of a write that is no longer wanted."""
-    with contextlib.suppress(OSError):
-        writing.result().unlink(missing_ok=True)
+class _Spooling:
+    """One dataset on its way into the spool (the :class:`Incoming` of the SCP)."""
+
+    def __init__(self, handler: StoreHandler, request: StoreRequest, key: str,
+                 spooled: SpoolFile, header_size: int) -> None:
+        self.handler = handler
+        self.request = request
+        self.key = key
+        self.file = spooled
+        self.header_size = header_size
+
+    def write(self, fragment: memoryview) -> None:
+        self.file.write(fragment)
+
+    def complete(self) -> int:
+        try:
+            return self.handler.finish(self)
+        except BaseException:  # a bug: the SCP answers a failure; leave no open file behind
+            self.file.abandon()
+            raise
+
+    def abandon(self) -> None:
+        self.file.abandon()
+

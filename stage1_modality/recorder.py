@@ -1,20 +1,22 @@
 """Group commit: the one thread that writes what the stage-1 node records while it works.
 
-Why it exists: every C-STORE success waits for a commit, and a commit costs an fsync (SQLite
-``synchronous=FULL``; PostgreSQL's ``synchronous_commit``). When each association committed its
-own row, and the workers' results were committed separately, every instance paid several fsyncs
-and the threads queued for SQLite's single write lock. Here one thread takes everything that is
-waiting (receipts from any number of associations, results from the worker pool), writes it in
-one transaction and commits once, then answers the waiting associations. A receipt is still
-answered only after its row is committed and the spool folder is fsynced (the rename of its
-spool file is then durable too), so the success status keeps its promise; the instances that
-arrived meanwhile simply share the fsync.
+Why it exists: a commit costs an fsync (SQLite ``synchronous=FULL``; PostgreSQL's
+``synchronous_commit``). When each association committed its own row, and the workers' results
+were committed separately, every instance paid several fsyncs and the threads queued for
+SQLite's single write lock. Here one thread takes everything that is waiting (receipts from any
+number of associations, results from the worker pool), writes it in one transaction and commits
+once.
+
+The SCP does not wait for a receipt's row (:meth:`Recorder.submit`): its success status already
+stands on the fsynced spool file (see :mod:`stage1_modality.spool`), and a spool file whose row
+a crash prevented is adopted at the next start. Waiting for the commit as well cost a second
+and third fsync in every instance's turn.
 
 A failed batch is retried one item per transaction, so one bad item cannot fail the others. A
-receipt that still fails is answered with an error (the SCP returns 0xA700 and the sender
-retries); a result that cannot be recorded leaves its instance RECEIVED, to be processed again
-at the next start. A result is recorded at most once: the update only applies to an instance
-that is not PROCESSED yet.
+receipt that still fails is logged (its spool file is adopted at the next start); a result that
+cannot be recorded leaves its instance RECEIVED, to be processed again at the next start. A
+result is recorded at most once: the update only applies to an instance that is not PROCESSED
+yet.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
@@ -37,7 +39,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.audit import record_audit
-from appliance.durable import fsync_dir
 from appliance.keys import KeyRing
 from appliance.logging import get_logger
 from appliance.models import (
@@ -88,7 +89,7 @@ def utcnow() -> datetime:
 
 @dataclass(eq=False)
 class Receipt:
-    """A spooled instance waiting for its row; ``stored`` and ``error`` are the answer."""
+    """A durable spool file waiting for its row; ``stored`` tells what the commit found."""
 
     key: str
     spool_path: Path
@@ -98,8 +99,6 @@ class Receipt:
     size: int
     calling_ae: str
     stored: bool = False  # a new row; False for a duplicate of a known instance
-    error: str = ""  # the commit failed: no row, no success status
-    done: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
 _STOP = object()
@@ -111,7 +110,7 @@ class Recorder:
     """Owns the write transactions of receipts and results; see the module docstring."""
 
     def __init__(self, sessions: sessionmaker[Session], keyring: KeyRing, policy_name: str,
-                 quarantine_dir: Path, *, sync_dirs: Sequence[Path] = (),
+                 quarantine_dir: Path, *,
                  received: Callable[[str, str], None] = lambda key, path: None,
                  recorded: Callable[[str], None] = lambda key: None,
                  max_batch: int = 256) -> None:
@@ -121,11 +120,11 @@ class Recorder:
         self.keyring = keyring
         self.policy_name = policy_name
         self.quarantine_dir = quarantine_dir
-        self.sync_dirs = tuple(sync_dirs)
         self.received = received  # after commit: a new instance to process (key, spool path)
         self.recorded = recorded  # after commit: a result is recorded (or given up on)
         self.max_batch = max_batch
-        self._queue: queue.Queue[Receipt | WorkResult | object] = queue.Queue()
+        self._queue: queue.Queue[Receipt | WorkResult | threading.Event | object] = \
+            queue.Queue()
         self._thread: threading.Thread | None = None
         self._lookup_key = keyring.subkey("pseudonym")
         self._sealed: set[str] = set()  # lookups known to be in the pseudonyms table
@@ -144,12 +143,16 @@ class Recorder:
             self._conn.close()
             self._conn = None
 
-    def receive(self, receipt: Receipt, timeout: float = 60) -> Receipt:
-        """Queue ``receipt`` and wait until its row is committed (or the attempt failed)."""
+    def submit(self, receipt: Receipt) -> None:
+        """Queue ``receipt`` without waiting: its spool file is durable already, and a row that
+        cannot be written now is written when the next start adopts the file."""
         self._queue.put(receipt)
-        if not receipt.done.wait(timeout):
-            receipt.error = "the database did not answer in time"
-        return receipt
+
+    def flush(self, timeout: float = 60) -> bool:
+        """Wait until everything queued before this call is written (False on timeout)."""
+        marker = threading.Event()
+        self._queue.put(marker)
+        return marker.wait(timeout)
 
     def record(self, result: WorkResult) -> None:
         self._queue.put(result)
@@ -178,12 +181,13 @@ class Recorder:
                     break
             if any(item is _STOP for item in batch):
                 stopping = True
+            markers = [item for item in batch if isinstance(item, threading.Event)]
             receipts = [item for item in batch if isinstance(item, Receipt)]
             results = [item for item in batch if isinstance(item, WorkResult)]
             if results and not backlog:
                 since = time.monotonic()
             backlog += results
-            flush = (stopping or not receipts or len(backlog) >= RESULT_BATCH
+            flush = (stopping or markers or not receipts or len(backlog) >= RESULT_BATCH
                      or time.monotonic() - since >= RESULT_DELAY)
             items: list[Receipt | WorkResult] = [*receipts, *(backlog if flush else [])]
             if flush:
@@ -192,11 +196,9 @@ class Recorder:
                 try:
                     self._write(items)
                 except Exception as exc:  # never let the recorder thread die: nothing would
-                    LOG.error("stage1.recorder_failed", error=type(exc).__name__)  # be answered
-                    for item in items:
-                        if isinstance(item, Receipt) and not item.done.is_set():
-                            item.error = type(exc).__name__
-                            item.done.set()
+                    LOG.error("stage1.recorder_failed", error=type(exc).__name__)  # be recorded
+            for marker in markers:
+                marker.set()
 
     def _connection(self) -> Connection:
         """The recorder's own connection, kept open: a pool checkout and the rollback on its
@@ -224,9 +226,6 @@ class Recorder:
     def _transaction(self, batch: list[Receipt | WorkResult]) -> list[tuple[object, str]]:
         receipts = [item for item in batch if isinstance(item, Receipt)]
         results = [item for item in batch if isinstance(item, WorkResult)]
-        if receipts:
-            for folder in self.sync_dirs:  # the spool renames become durable before the rows
-                fsync_dir(folder)
         sealed: set[str] = set()
         conn = self._connection()
         with conn.begin():  # Core: a Session costs more than this SQL
@@ -246,7 +245,6 @@ class Recorder:
                     LOG.info("scp.duplicate", receipt=item.key[:16])
                 else:
                     LOG.info("scp.duplicate", receipt=item.key[:16], state="queued")
-                item.done.set()
             elif isinstance(item, WorkResult):
                 if outcome:
                     Path(outcome).unlink(missing_ok=True)  # the spool copy, now processed
@@ -256,10 +254,8 @@ class Recorder:
                 self.recorded(item.key)
 
     def _failed(self, item: Receipt | WorkResult, exc: Exception) -> None:
-        if isinstance(item, Receipt):
-            item.error = type(exc).__name__
+        if isinstance(item, Receipt):  # its spool file is adopted at the next start
             LOG.error("scp.db_failed", receipt=item.key[:16], error=type(exc).__name__)
-            item.done.set()
         else:  # the instance stays RECEIVED and is processed again at the next start
             LOG.error("stage1.commit_failed", error=type(exc).__name__, detail=str(exc)[:200])
             self.recorded(item.key)

@@ -12,7 +12,9 @@ runs are coalesced, so a slow export never piles up behind itself:
 * **export** (every ``poll_seconds``): :func:`.exporter.export_due`, which also releases DELAYED
   jobs and retries failed attempts when their back-off has passed.
 * **retention** (at start, then hourly): :func:`.retention.apply_retention`.
-* **heartbeat** (every ``poll_seconds``): the ``heartbeats`` row of node ``stage2``.
+* **heartbeat**: the ``heartbeats`` row of node ``stage2``, written by
+  :class:`appliance.heartbeat.NodeHeartbeat` in its own thread (every few seconds, whatever
+  ``poll_seconds`` is). Stage 2 has no SCP, so it answers no C-ECHO: the heartbeat is its health.
 
 SIGTERM or SIGINT stops the loop: an export in progress stops between two instances (what was
 acknowledged is recorded), running jobs are waited for, and :func:`serve` returns 0. Logs carry
@@ -24,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,9 +37,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.db import open_database, session_factory
 from appliance.durable import make_dirs
+from appliance.heartbeat import NodeHeartbeat
 from appliance.keys import KeyRing
 from appliance.logging import get_logger
-from appliance.models import Heartbeat, Node
+from appliance.models import Node
 from appliance.settings import Settings
 from stage2_export_manager.exporter import export_due, outbox_dir
 from stage2_export_manager.retention import apply_retention
@@ -173,7 +175,7 @@ class Stage2Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = open_database(str(settings.database_url))
+        self.db = open_database(settings.db_url)
         self.sessions = session_factory(self.db)
         self.keyring = KeyRing.load(settings.key_ring)
         for folder in (settings.stage2.store_dir, outbox_dir(settings)):
@@ -181,7 +183,8 @@ class Stage2Service:
         self.stop_event = threading.Event()
         self.watcher = (MediaWatcher(settings, self.sessions)
                         if settings.stage2.media_watch_dir is not None else None)
-        self.started = datetime.now(UTC)
+        self.heartbeat = NodeHeartbeat(self.sessions, Node.STAGE2,
+                                       ae_title=settings.stage2.ae_title)
         self.scheduler = BackgroundScheduler(timezone=UTC)
 
     def start(self) -> None:
@@ -190,12 +193,12 @@ class Stage2Service:
         add = self.scheduler.add_job
         options: dict[str, Any] = {"max_instances": 1, "coalesce": True,
                                    "misfire_grace_time": None}
-        add(self.beat, "interval", seconds=poll, next_run_time=now, id="heartbeat", **options)
         add(self.retention, "interval", seconds=RETENTION_SECONDS, next_run_time=now,
             id="retention", **options)
         if self.watcher is not None:
             add(self.watch, "interval", seconds=poll, next_run_time=now, id="media", **options)
         add(self.export, "interval", seconds=poll, next_run_time=now, id="export", **options)
+        self.heartbeat.start()
         self.scheduler.start()
         LOG.info("stage2.started", poll_seconds=poll, watching=self.watcher is not None,
                  receiver=f"{self.settings.stage2.receiver.ae_title}@"
@@ -205,6 +208,7 @@ class Stage2Service:
     def stop(self) -> None:
         self.stop_event.set()
         self.scheduler.shutdown(wait=True)
+        self.heartbeat.stop()
         self.db.dispose()
         LOG.info("stage2.stopped")
 
@@ -227,21 +231,6 @@ class Stage2Service:
 
     def retention(self) -> None:
         self._guard("retention", lambda: apply_retention(self.settings, self.sessions))
-
-    def beat(self) -> None:
-        def run() -> None:
-            with self.sessions.begin() as session:
-                beat = session.get(Heartbeat, Node.STAGE2)
-                if beat is None:
-                    beat = Heartbeat(node=Node.STAGE2, pid=os.getpid(),
-                                     host=socket.gethostname(), started_at=self.started)
-                    session.add(beat)
-                beat.pid, beat.host, beat.beat_at = os.getpid(), socket.gethostname(), \
-                    datetime.now(UTC)
-                beat.ae_title, beat.port, beat.started_at = (
-                    self.settings.stage2.ae_title, None, self.started)
-
-        self._guard("heartbeat", run)
 
     def _guard(self, name: str, func: Any) -> None:
         if self.stop_event.is_set():

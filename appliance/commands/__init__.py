@@ -13,6 +13,7 @@ COMMAND_MODULES: list[str] = [
     "appliance.commands.stage1",
     "appliance.commands.stage2",
     "appliance.commands.receiver",
+    "appliance.commands.status",
     "appliance.commands.verify",
     "appliance.commands.demo",
 ]

@@ -64,7 +64,7 @@ def run_studies(args: argparse.Namespace) -> int:
     from appliance.models import Node, Study
 
     settings = load_settings(args)
-    engine = open_database(str(settings.database_url))
+    engine = open_database(settings.db_url)
     try:
         with session_factory(engine)() as session:
             rows = session.scalars(select(Study).where(Study.node == Node.RECEIVER)
@@ -94,7 +94,7 @@ def run_media_write(args: argparse.Namespace) -> int:
             MediaOptions(volume_bytes=args.volume_bytes)
     except ValueError as exc:
         raise ConfigError(f"--volume-bytes: {exc}") from None
-    engine = open_database(str(settings.database_url))
+    engine = open_database(settings.db_url)
     try:
         volumes = write_received(session_factory(engine), args.out, args.study, options,
                                  overwrite=args.overwrite)

@@ -70,7 +70,7 @@ def run_studies(args: argparse.Namespace) -> int:
     from appliance.models import Node, Study
 
     settings = load_settings(args)
-    sessions = session_factory(open_database(settings.database_url))
+    sessions = session_factory(open_database(settings.db_url))
     with sessions() as session:
         rows = session.scalars(select(Study).where(Study.node == Node.STAGE1)
                                .order_by(Study.first_received_at)).all()
@@ -87,7 +87,7 @@ def run_complete(args: argparse.Namespace) -> int:
     from stage1_modality.service import complete_quiet_studies, finish_pending
 
     settings = load_settings(args)
-    sessions = session_factory(open_database(settings.database_url))
+    sessions = session_factory(open_database(settings.db_url))
     finish_pending(settings, sessions, args.study or None)
     done = complete_quiet_studies(sessions, 0, args.study or None)
     print(f"{len(done)} studies marked complete")
@@ -98,12 +98,12 @@ def run_media_write(args: argparse.Namespace) -> int:
     from appliance.db import open_database, session_factory
     from appliance.logging import configure_logging
     from pdi.model import MediaError  # stage1_modality.media's MediaError is a subclass
-    from pdi.writer import MediaOptions
+    from pdi.model import MediaOptions
     from stage1_modality.media import Selection, write_selected
 
     settings = load_settings(args)
     configure_logging(settings)
-    sessions = session_factory(open_database(settings.database_url))
+    sessions = session_factory(open_database(settings.db_url))
     options = MediaOptions(volume_bytes=args.volume_bytes or settings.stage1.media_volume_bytes)
     selection = Selection(tuple(args.study), include_receiving=args.all)
     try:

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.fileset import FileSet
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from appliance import splice
 from appliance.batch import BatchReport, path_ref, run_batch
 from appliance.batch_worker import InvalidInstance, NotDicom, read_instance
 from appliance.quarantine import list_quarantine
@@ -26,6 +29,7 @@ from appliance.synthetic import (
     write_datasets,
     write_sample,
 )
+from appliance.tokenizer import Unsupported
 from policies.keying import EngineKeys
 from policies.loader import load_policy, resolve_policy
 
@@ -185,6 +189,35 @@ def test_two_jobs_give_byte_identical_output(sample: Path, tmp_path: Path) -> No
         for key in ("elapsed_seconds", "throughput", "jobs", "quarantine_dir"):
             doc.pop(key)
     assert a == b
+
+
+def test_the_fast_header_reader_gives_byte_identical_output(
+        sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """appliance.tokenizer stands in for pydicom's reader; the output must not tell them apart."""
+    fast, _, _ = run(sample, tmp_path, "fast")
+
+    def unsupported(*_args: object) -> None:
+        raise Unsupported("forced: use pydicom's reader")
+
+    monkeypatch.setattr(splice, "read_explicit_le_header", unsupported)
+    slow, _, _ = run(sample, tmp_path, "slow")
+    files = output_files(fast)
+    assert len(files) == SAMPLE_INSTANCES
+    assert [p.relative_to(fast) for p in files] == [p.relative_to(slow) for p in output_files(slow)]
+    for path in files:
+        assert path.read_bytes() == (slow / path.relative_to(fast)).read_bytes(), path
+
+
+def test_deflated_input_stays_deflated_and_readable(tmp_path: Path) -> None:
+    source = Path(get_testdata_file("image_dfl.dcm") or "")
+    (tmp_path / "in").mkdir()
+    shutil.copy(source, tmp_path / "in" / "image")
+    out, _, report = run(tmp_path / "in", tmp_path)
+    [written] = output_files(out)
+    ds = dcmread(written)
+    assert ds.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert ds.PatientIdentityRemoved == "YES" and ds.pixel_array.shape == (512, 512)
+    assert (report.instances, report.quarantined) == (1, 0)
 
 
 def test_dry_run_writes_nothing(sample: Path, tmp_path: Path) -> None:

@@ -194,6 +194,24 @@ def test_dataset_whose_uid_differs_from_the_request_is_refused(node: Node,
     _still_serving(running, "after-mismatch")
 
 
+@pytest.mark.usefixtures("chunked")
+def test_malformed_value_the_check_reads_is_refused_not_a_handler_crash(
+        node: Node, tmp_path: Path) -> None:
+    """Rows with a 1-byte value: the old pydicom-based check raised instead of refusing."""
+    folder, running = node
+    ds = ct_instances("odd-rows", 1)[0]
+    path = write(ds, tmp_path / "odd-rows.dcm")
+    data = path.read_bytes()
+    rows = data.index(b"\x28\x00\x10\x00US\x02\x00")
+    path.write_bytes(data[:rows + 6] + b"\x01\x00" + data[rows + 8:rows + 9] + data[rows + 10:])
+    before, files = len(folder.quarantine()), folder.store_files()
+    assert _send_file(running, path) == CANNOT_UNDERSTAND
+    assert _new_quarantine(folder, before) == ["dataset has an invalid Rows"]
+    assert folder.store_files() == files
+    assert str(ds.SOPInstanceUID) not in folder.instances()
+    _still_serving(running, "after-odd-rows")
+
+
 def test_unknown_sop_class_and_unaccepted_syntax_are_refused_in_negotiation(
         node: Node) -> None:
     _folder, running = node

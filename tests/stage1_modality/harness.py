@@ -48,6 +48,14 @@ DCMTK_ENV = {"TCP_NODELAY": "1"}
 SUCCESS = 0x0000
 
 
+def _spare(path: Path) -> bool:
+    """An empty file a running node keeps ready in its spool (removed when it stops)."""
+    try:
+        return path.name.startswith(".spare-") and path.stat().st_size == 0
+    except FileNotFoundError:  # taken meanwhile
+        return True
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -144,14 +152,20 @@ class NodeDir:
                              f" PROCESSED after {timeout} s ({self.count(*busy)} still queued)")
 
     def settle(self, timeout: float = 60) -> None:
-        """Wait until nothing is queued (every acknowledged instance has been processed)."""
-        self.wait_processed(0, timeout)
+        """Wait until nothing is queued (every acknowledged instance has been processed).
+
+        An acknowledged instance is a spool file first and a row a moment later, so both must
+        be gone."""
+        deadline = time.monotonic() + timeout
+        while self.spool_files() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.wait_processed(0, max(1.0, deadline - time.monotonic()))
 
     def files(self, folder: Path) -> list[Path]:
         return sorted(p for p in folder.rglob("*") if p.is_file())
 
     def spool_files(self) -> list[Path]:
-        return self.files(self.settings.stage1.spool_dir)
+        return [p for p in self.files(self.settings.stage1.spool_dir) if not _spare(p)]
 
     def store_files(self) -> list[Path]:
         return self.files(self.settings.stage1.store_dir)
@@ -159,7 +173,7 @@ class NodeDir:
     def temporary_files(self) -> list[Path]:
         s1 = self.settings.stage1
         return [p for p in self.files(s1.spool_dir) + self.files(s1.store_dir)
-                if p.name.endswith(".tmp")]
+                if p.name.endswith(".tmp") and not _spare(p)]
 
     def dispose(self) -> None:
         if self._engine is not None:

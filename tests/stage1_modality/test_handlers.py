@@ -153,6 +153,22 @@ def test_dataset_whose_uid_differs_from_the_request_is_refused(
 
 
 @pytest.mark.usefixtures("chunked")
+def test_malformed_value_the_check_reads_is_refused_not_a_handler_crash(
+        strict: tuple[NodeDir, RunningNode], tmp_path: Path) -> None:
+    """Rows with a 1-byte value: the old pydicom-based check raised instead of refusing."""
+    node, running = strict
+    path = _write(ct_instances("odd-rows", 1)[0], tmp_path / "odd-rows.dcm")
+    data = path.read_bytes()
+    rows = data.index(b"\x28\x00\x10\x00US\x02\x00")
+    path.write_bytes(data[:rows + 6] + b"\x01\x00" + data[rows + 8:rows + 9] + data[rows + 10:])
+    before = _quarantine(node)
+    assert _send_file(running.port, path) == 0xC210
+    new = [v for k, v in _quarantine(node).items() if k not in before]
+    assert new == ["dataset has an invalid Rows"]
+    _good_instance_still_stored(running.port, "after-odd-rows")
+
+
+@pytest.mark.usefixtures("chunked")
 def test_garbage_after_the_file_meta_is_refused(strict: tuple[NodeDir, RunningNode],
                                                tmp_path: Path) -> None:
     node, running = strict

@@ -1,6 +1,7 @@
 """Spool → pseudonymize under load and across a crash: nothing lost, nothing done twice.
 
-A success status is a promise: the instance is on disk and in the database. With four senders
+A success status is a promise: the instance is on disk (in the spool, where a restart finds it
+even if its row was not committed yet). With four senders
 at once every acknowledged instance must be found as a spool file at the moment its success
 arrives (or already processed), and end as exactly one row and one pseudonymized file. After a
 SIGKILL in the middle of a transfer and a restart, every instance acknowledged before the crash
@@ -106,10 +107,16 @@ def test_sigkill_mid_transfer_then_resend_processes_acknowledged_instances_once(
     assert not sender.is_alive()
     first_run = list(acknowledged)
     assert 120 <= len(first_run) < len(datasets)
-    # What a kill can also leave, at instants too short to hit reliably: an interrupted atomic
-    # write in the spool and in the store, and a spool file whose row was never committed.
+    # What a kill can also leave, at instants too short to hit reliably: an interrupted write
+    # in the spool and in the store, and a spool file whose row was never committed (the
+    # instance was durable, and maybe acknowledged: the restart must adopt it).
     s1 = node.settings.stage1
-    planted = [s1.spool_dir / f".{'a' * 64}.dcm.0badc0de.tmp", s1.spool_dir / f"{'b' * 64}.dcm",
+    key = KeyRing.load(node.settings.key_ring).subkey("pseudonym")
+    unacknowledged = datasets[len(first_run)]
+    orphan = s1.spool_dir / f"{receipt_key(key, str(unacknowledged.SOPInstanceUID))}.dcm"
+    if not orphan.exists():
+        unacknowledged.save_as(orphan, enforce_file_format=True)
+    planted = [s1.spool_dir / f".{'a' * 64}.dcm.0badc0de.tmp", s1.spool_dir / ".spare-1.tmp",
                s1.store_dir / ".2.25.1.dcm.0badc0de.tmp"]
     for path in planted:
         path.write_bytes(b"\0" * 4096)
@@ -121,12 +128,14 @@ def test_sigkill_mid_transfer_then_resend_processes_acknowledged_instances_once(
     node.wait_processed(len(datasets), timeout=60)
     assert running.stop() == 0
     _assert_every_row_has_its_file(node, len(datasets))
-    assert not any(path.exists() for path in planted)
+    assert not any(path.exists() for path in [*planted, orphan])
 
-    key = KeyRing.load(node.settings.key_ring).subkey("pseudonym")
     rows = {row.received_key: row for row in node.instance_rows()}
-    for uid in first_run:  # the row of an acknowledged instance is the one from before the crash
-        assert rows[receipt_key(key, uid)].received_at < restarted_at
+    for uid in [*first_run, str(unacknowledged.SOPInstanceUID)]:
+        # kept by the node itself: a row from before the crash, or one the restart adopted from
+        # the spool (no calling AE); never a fresh receipt of what the sender sent again
+        row = rows[receipt_key(key, uid)]
+        assert row.received_at < restarted_at or row.calling_ae == "", uid
     with node.engine.connect() as conn:
         done = Counter(conn.scalars(select(AuditEvent.subject).where(
             AuditEvent.action == "instance.pseudonymized")))
@@ -216,3 +225,25 @@ def test_media_right_after_a_crash_processes_what_the_node_left(nodes: NodeFacto
     assert len(rows) >= len(acknowledged)
     assert {row.state for row in rows} == {InstanceState.PROCESSED}
     assert f"{len(rows)} instances" in done.stdout
+
+
+def test_spool_file_without_a_row_is_adopted_at_the_next_start(nodes: NodeFactory) -> None:
+    """The success status is answered once the spool file is durable; the row follows. A crash
+    in between leaves a spool file without a row: the next start records and processes it."""
+    node = nodes.folder()
+    key = KeyRing.load(node.settings.key_ring).subkey("pseudonym")
+    ds = ct_instances("adopted", 1)[0]
+    spool = node.settings.stage1.spool_dir
+    spool.mkdir(parents=True, exist_ok=True)
+    orphan = spool / f"{receipt_key(key, str(ds.SOPInstanceUID))}.dcm"
+    ds.save_as(orphan, enforce_file_format=True)
+    running = nodes.start(node)
+    node.wait_processed(1, timeout=60)
+    [row] = node.instance_rows()
+    assert (row.state, row.received_key, row.calling_ae) == (
+        InstanceState.PROCESSED, orphan.stem, "")
+    assert not orphan.exists()
+    assert send(running.port, [ds]) == [(str(ds.SOPInstanceUID), SUCCESS)]  # a duplicate now
+    node.settle()
+    assert node.count() == 1 and len(node.store_files()) == 1
+    assert running.stop() == 0
