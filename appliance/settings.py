@@ -147,7 +147,7 @@ class Stage1Settings:
     store_dir: Path = field(default=Path("stage1/store"), metadata=_meta(
         "Where pseudonymized studies are staged for media."))
     media_dir: Path = field(default=Path("stage1/media"), metadata=_meta(
-        "Where PDI media (DICOMDIR + DICOM/) are written."))
+        "Parent of the dated folders 'tce stage1 media write' creates when given no OUT."))
     quiet_period_seconds: int = _int(
         60, "Seconds without new instances after which a study counts as complete.", minimum=0)
     max_associations: int = _int(10, "Maximum number of simultaneous associations.")
@@ -159,7 +159,7 @@ class Stage1Settings:
     transfer_syntaxes: tuple[str, ...] = _list(
         "Transfer Syntax UIDs accepted; empty accepts uncompressed, deflated, JPEG, JPEG-LS,"
         " JPEG 2000 and RLE.", check_uids)
-    workers: int = _int(2, "Worker threads that pseudonymize spooled instances.")
+    workers: int = _int(2, "Worker processes that pseudonymize spooled instances.")
     media_volume_bytes: int = _int(
         700_000_000, "Maximum bytes per media volume (700000000 fits a CD).", minimum=1_000_000)
 
@@ -208,7 +208,7 @@ class ReceiverSettings:
     store_dir: Path = field(default=Path("receiver/store"), metadata=_meta(
         "Where received instances are stored."))
     media_dir: Path = field(default=Path("receiver/media"), metadata=_meta(
-        "Where PDI media are written."))
+        "Parent of the dated folders 'tce receiver media write' creates when given no OUT."))
     max_associations: int = _int(10, "Maximum number of simultaneous associations.")
     acse_timeout: int = _int(30, "Seconds to wait for association messages (ACSE).")
     dimse_timeout: int = _int(60, "Seconds to wait for DIMSE messages.")
@@ -230,7 +230,7 @@ class Settings:
     key_ring: Path = field(default=Path("keys/keyring.json"), metadata=_meta(
         "Key ring file (mode 0600); stage 1 and stage 2 must never share one."))
     quarantine_dir: Path = field(default=Path("quarantine"), metadata=_meta(
-        "Where files that cannot be processed are moved, with the reason recorded."))
+        "Where copies of files that cannot be processed go, each with a reason file."))
     log_level: str = field(default="INFO", metadata=_meta(
         "One of DEBUG, INFO, WARNING, ERROR, CRITICAL.", one_of(*LOG_LEVELS)))
     log_file: Path | None = field(default=None, metadata=_meta(

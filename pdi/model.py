@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 _CS = re.compile(r"[A-Z0-9 _]{0,16}")
@@ -60,3 +61,14 @@ class VolumeResult:
     bytes: int
     profile: str
     notes: list[str] = field(default_factory=list)
+
+
+def dated_folder(parent: Path, now: datetime | None = None) -> Path:
+    """A new folder name under ``parent`` for one media write, e.g. ``20261207-215900``: what
+    ``media write`` uses when no OUT is given, so repeated writes never collide."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    candidate, number = parent / stamp, 1
+    while candidate.exists():
+        number += 1
+        candidate = parent / f"{stamp}-{number}"
+    return candidate

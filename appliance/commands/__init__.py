@@ -8,6 +8,7 @@ written and adding a command never requires touching ``cli.py``.
 
 COMMAND_MODULES: list[str] = [
     "appliance.commands.init",
+    "appliance.commands.config",
     "appliance.commands.policy",
     "appliance.commands.deidentify",
     "appliance.commands.stage1",

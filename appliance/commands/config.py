@@ -62,7 +62,8 @@ def reference_markdown() -> str:
     groups: list[tuple[str, str, list[tuple[str, str, str, str]]]] = [
         ("Top level", TOP_LEVEL_INTRO, [r for r in rows if "." not in r[0]])]
     for name, doc in sections:
-        groups.append((f"`{name}:`", doc, [r for r in rows if r[0].startswith(f"{name}.")]))
+        intro = f"{doc}\nUsed when `role` is `{name}` or `all`."
+        groups.append((f"`{name}:`", intro, [r for r in rows if r[0].startswith(f"{name}.")]))
     out: list[str] = []
     for title, intro, members in groups:
         out += [f"#### {title}", "", _cell(intro), "",

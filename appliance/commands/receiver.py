@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     media = sub.add_parser("media", help="IHE PDI media")
     media_sub = media.add_subparsers(title="media commands", metavar="ACTION", required=True)
     write = media_sub.add_parser("write", help="write received studies as a DICOMDIR file-set")
-    write.add_argument("out", type=Path, metavar="OUT", help="folder (USB stick, CD staging)")
+    write.add_argument("out", type=Path, metavar="OUT", nargs="?",
+                       help="folder (USB stick, CD staging); default: a new dated folder under"
+                            " receiver.media_dir")
     write.add_argument("--study", action="append", default=[], metavar="UID",
                        help="only this study (repeatable; default: every received study)")
     write.add_argument("--volume-bytes", type=int, default=None,
@@ -84,11 +86,13 @@ def run_media_write(args: argparse.Namespace) -> int:
     from appliance.db import open_database, session_factory
     from appliance.logging import configure_logging
     from appliance.settings import ConfigError
-    from pdi.model import MediaError, MediaOptions
+    from pdi.model import MediaError, MediaOptions, dated_folder
     from receiver.media import write_received
 
     settings = load_settings(args)
     configure_logging(settings)
+    if args.out is None:
+        args.out = dated_folder(settings.receiver.media_dir)
     try:
         options = MediaOptions() if args.volume_bytes is None else \
             MediaOptions(volume_bytes=args.volume_bytes)

@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     media = sub.add_parser("media", help="IHE PDI media")
     media_sub = media.add_subparsers(title="media commands", metavar="ACTION", required=True)
     write = media_sub.add_parser("write", help="write a DICOMDIR file-set to OUT")
-    write.add_argument("out", type=Path, metavar="OUT", help="folder (USB stick, CD staging)")
+    write.add_argument("out", type=Path, metavar="OUT", nargs="?",
+                       help="folder (USB stick, CD staging); default: a new dated folder under"
+                            " stage1.media_dir")
     which = write.add_mutually_exclusive_group()
     which.add_argument("--all-complete", action="store_true",
                        help="every complete study (the default)")
@@ -97,12 +99,17 @@ def run_complete(args: argparse.Namespace) -> int:
 def run_media_write(args: argparse.Namespace) -> int:
     from appliance.db import open_database, session_factory
     from appliance.logging import configure_logging
-    from pdi.model import MediaError  # stage1_modality.media's MediaError is a subclass
-    from pdi.model import MediaOptions
+    from pdi.model import (
+        MediaError,  # stage1_modality.media's MediaError is a subclass
+        MediaOptions,
+        dated_folder,
+    )
     from stage1_modality.media import Selection, write_selected
 
     settings = load_settings(args)
     configure_logging(settings)
+    if args.out is None:
+        args.out = dated_folder(settings.stage1.media_dir)
     sessions = session_factory(open_database(settings.db_url))
     options = MediaOptions(volume_bytes=args.volume_bytes or settings.stage1.media_volume_bytes)
     selection = Selection(tuple(args.study), include_receiving=args.all)

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from appliance.cli import load_settings
-from appliance.heartbeat import STALE_AFTER
 
 WILDCARD_BINDS = ("", "0.0.0.0", "::")
 ECHO_TIMEOUT = 10.0
@@ -46,8 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     " cleanly stopped, 1 when one is stale or dead, 2 for a configuration"
                     " error.")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--max-age", type=_seconds, default=STALE_AFTER, metavar="SECONDS",
-                        help=f"a heartbeat older than this is stale (default {STALE_AFTER:g})")
+    # No default here: importing appliance.heartbeat for it would load SQLAlchemy into every
+    # tce command, since the CLI builds all subcommand parsers at start.
+    parser.add_argument("--max-age", type=_seconds, metavar="SECONDS",
+                        help="a heartbeat older than this is stale (default: 6 missed beats,"
+                             " 30 s)")
     parser.add_argument("--require-running", action="store_true",
                         help="also exit 1 unless every node of this configuration's role is"
                              " alive (for a container healthcheck)")
@@ -93,9 +95,12 @@ def _echo_host(settings: Any, node: str, beat_host: str | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from appliance.db import open_database, session_factory
+    from appliance.heartbeat import STALE_AFTER
     from appliance.models import Node
     from appliance.status import collect
 
+    if args.max_age is None:
+        args.max_age = STALE_AFTER
     settings = load_settings(args)
     engine = open_database(settings.db_url)
     now = datetime.now(UTC)

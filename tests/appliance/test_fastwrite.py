@@ -3,7 +3,8 @@
 The product writes every de-identified instance with :func:`write_instance`, which copies untouched
 elements as raw runs. The proof is the oddest corpus there is, every file pydicom ships (implicit
 and big endian, deflated, private sequences, odd character sets), de-identified with ps315-basic
-and written both ways: the files must be byte-identical, and read back.
+and written both ways: the files must be byte-identical, and read back. The synthetic sample set
+adds nested sequences, private blocks and the character sets the engine re-encodes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from appliance.fastwrite import write_instance
+from appliance.synthetic import make_sample_study_set
 from policies.engine import Deidentifier
 from policies.keying import EngineKeys
 from policies.loader import load_builtin
@@ -28,12 +30,19 @@ def _deidentified() -> list[tuple[str, Dataset, bytes]]:
     """(name, de-identified dataset, pydicom's Part 10 encoding of it) for the corpus."""
     engine = Deidentifier(load_builtin("ps315-basic"), EngineKeys.for_testing())
     found = []
+    synthetic: list[tuple[str, bytes | None]] = []  # nested, private, several charsets
+    for index, ds in enumerate(make_sample_study_set(1)):
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        synthetic.append((f"synthetic-{index}", buffer.getvalue()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for path in _candidates():
-            ds = _read(path)
-            if ds is None or "TransferSyntaxUID" not in getattr(ds, "file_meta", Dataset()):
+        inputs: list[tuple[str, bytes | None]] = [(str(p), None) for p in _candidates()]
+        for path, data in inputs + synthetic:
+            read = _read(Path(path)) if data is None else pydicom.dcmread(io.BytesIO(data))
+            if read is None or "TransferSyntaxUID" not in getattr(read, "file_meta", Dataset()):
                 continue
+            ds = read
             try:
                 engine.deidentify(ds)
                 buffer = io.BytesIO()

@@ -134,3 +134,20 @@ def _media_written_at(node: NodeDir) -> dict[str, object]:
     with node.engine.connect() as conn:
         return {uid: at for uid, at in conn.execute(
             select(Study.new_study_instance_uid, Study.media_written_at))}
+
+
+def test_without_out_each_write_gets_its_own_dated_folder(node: NodeDir) -> None:
+    media_dir = node.settings.stage1.media_dir
+    before = set(media_dir.iterdir()) if media_dir.exists() else set()
+    written = []
+    for _ in range(2):
+        done = node.tce("stage1", "media", "write", "--all")
+        assert done.returncode == 0, done.stderr
+        [path] = [line.split()[1].rstrip(":") for line in done.stdout.splitlines()
+                  if line.startswith("wrote ")]
+        written.append(Path(path))
+    assert written[0] != written[1]
+    assert set(media_dir.iterdir()) - before == set(written)
+    for folder in written:
+        assert folder.parent == media_dir and folder.name[:8].isdigit()
+        assert len(_load(folder)) == 22
