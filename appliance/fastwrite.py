@@ -26,6 +26,8 @@ from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
 from pydicom.multival import MultiValue
 
+from policies.values import ascii_encoded
+
 _LONG_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "SQ", "UN", "UC", "UR", "UT", "SV",
                        "UV"})
 _UNDEFINED = 0xFFFFFFFF
@@ -113,19 +115,7 @@ def _simple_value(elem: DataElement, ascii_text: bool) -> bytes | None:
     if elem.is_undefined_length:  # encapsulated Pixel Data, sequences
         return None
     if vr in _ASCII_VRS or (ascii_text and vr in _TEXT_VRS):
-        if value is None:
-            return b""
-        if isinstance(value, str):
-            text = value
-        elif isinstance(value, MultiValue) and all(isinstance(v, str) for v in value):
-            text = "\\".join(value)
-        else:
-            return None
-        if not text.isascii():
-            return None
-        if len(text) % 2:
-            text += "\x00" if vr == "UI" else " "
-        return text.encode("ascii")
+        return ascii_encoded(vr, value)
     code = _INTEGER_VRS.get(vr)
     if code is not None:
         if value is None or value == "":

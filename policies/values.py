@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
 from policies import actions
@@ -48,13 +49,17 @@ def uid_values(elem: AnyElement) -> list[str]:
 
 def _ascii_bytes(vr: str, value: object) -> bytes | None:
     """The encoded value for a string VR, if ``value`` is ASCII text (or empty); else None."""
-    if vr not in _RAW_TEXT_VRS:
-        return None
+    return ascii_encoded(vr, value) if vr in _RAW_TEXT_VRS else None
+
+
+def ascii_encoded(vr: str, value: object) -> bytes | None:
+    """``value`` (None, a str, or a list of them) encoded and padded as pydicom writes a string
+    of VR ``vr`` when every character is ASCII; None when it is not ASCII text."""
     if value is None:
         return b""
     if isinstance(value, str):
         text = value
-    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+    elif isinstance(value, list | MultiValue) and all(isinstance(v, str) for v in value):
         text = "\\".join(value)
     else:
         return None
