@@ -23,7 +23,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from policies.charset import raw_strings
-from policies.textclean import (  # one list of identifying attributes, shared with the cleaner
+from policies.identifiers import (  # one list of identifying attributes, shared with the cleaner
     _DATE_TAGS,
     _ID_TAGS,
     _NAME_TAGS,
