@@ -175,9 +175,24 @@ class ReceiverPeer:
 
 @dataclass(frozen=True)
 class Stage2Settings:
-    """Stage 2 (research side): imports media, waits for approval, anonymizes and exports."""
+    """Stage 2 (research side): imports media, waits for approval, anonymizes and exports.
 
-    ae_title: str = _ae("TCE_STAGE2", "Calling AE title stage 2 uses to send to the Receiver.")
+    Studies reach stage 2 only on PDI media. Its SCP answers C-ECHO and nothing else, so that
+    ``tce status --echo`` and a container healthcheck can see that the node answers, as they do
+    for stage 1 and the Receiver; a storage association is refused at presentation-context level.
+    """
+
+    # One AE title for both roles of the node: the calling AE title of its exports to the
+    # Receiver and the called AE title of its Verification SCP. A second title would let the two
+    # drift apart, and the Receiver's allow-list and a monitor's echo name the same node.
+    ae_title: str = _ae("TCE_STAGE2", "AE title of stage 2: calling AE of its exports to the"
+                        " Receiver, called AE of its C-ECHO SCP.")
+    bind: str = field(default="127.0.0.1", metadata=_meta(
+        "Address the C-ECHO (Verification only) SCP listens on."))
+    port: int = _port(11113, "TCP port of the C-ECHO SCP; it refuses every storage association.")
+    allowed_callers: tuple[str, ...] = _list(
+        "Calling AE titles allowed to C-ECHO, as 'AE' or 'AE@host'; empty allows any caller.",
+        check_callers)
     store_dir: Path = field(default=Path("stage2/store"), metadata=_meta(
         "Where imported studies wait for approval and export."))
     media_watch_dir: Path | None = field(default=None, metadata=_meta(

@@ -18,6 +18,7 @@ from appliance.dimse import make_scp_ae
 from appliance.durable import make_dirs
 from appliance.heartbeat import NodeHeartbeat
 from appliance.logging import get_logger
+from appliance.nodelock import NodeLock
 from appliance.settings import Settings, effective_transfer_syntaxes
 from receiver.handlers import NODE, AssociationLog, StoreHandler, handler_table
 from receiver.storage import sweep_temporary
@@ -55,11 +56,13 @@ class ReceiverNode:
             max_associations=config.max_associations, acse_timeout=config.acse_timeout,
             dimse_timeout=config.dimse_timeout, network_timeout=config.network_timeout)
         self._server: Any = None
+        self.lock = NodeLock(settings.work_dir, "receiver")
         self.heartbeat = NodeHeartbeat(self.sessions, NODE, ae_title=self.listen.ae_title,
                                        port=self.listen.port)
 
     def start(self) -> None:
         """Start the SCP (non-blocking); the heartbeat row is written before it listens."""
+        self.lock.acquire()  # before anything touches the store or the heartbeat row
         swept = sweep_temporary(self.settings.receiver.store_dir)
         if swept:
             LOG.warning("receiver.swept_temporary", files=swept)
@@ -70,6 +73,7 @@ class ReceiverNode:
                                                 evt_handlers=handler_table(self.handler))
         except BaseException:
             self.heartbeat.stop()
+            self.lock.release()
             raise
         LOG.info("receiver.listening", ae_title=self.listen.ae_title, bind=self.listen.bind,
                  port=self.listen.port, store=str(self.settings.receiver.store_dir))
@@ -87,6 +91,7 @@ class ReceiverNode:
                 LOG.warning("receiver.associations_cut", count=len(self.ae.active_associations))
         self.heartbeat.stop()
         self.db.dispose()
+        self.lock.release()
         LOG.info("receiver.stopped")
 
     def serve(self) -> int:

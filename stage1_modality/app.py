@@ -19,6 +19,7 @@ from appliance.heartbeat import NodeHeartbeat
 from appliance.keys import KeyRing
 from appliance.logging import get_logger
 from appliance.models import Node
+from appliance.nodelock import NodeLock
 from appliance.settings import Settings, effective_transfer_syntaxes
 from appliance.streaming_scp import ScpOptions, StreamingScp
 from policies.engine import Deidentifier
@@ -69,6 +70,7 @@ class Stage1Node:
         self._stop = threading.Event()
         self._serving = False
         # Beats every second: finish_pending() trusts a heartbeat younger than 5 s.
+        self.lock = NodeLock(settings.work_dir, "stage1")
         self.heartbeat = NodeHeartbeat(self.sessions, Node.STAGE1, ae_title=self.listen.ae_title,
                                        port=self.listen.port, interval=1.0)
 
@@ -76,17 +78,21 @@ class Stage1Node:
         return self.uid_mapper.remap_uid(study_instance_uid)
 
     def start(self) -> None:
-        """Start workers and the SCP (non-blocking)."""
+        """Start workers and the SCP (non-blocking), once per working folder (NodeLock)."""
+        self.lock.acquire()
+        try:
+            self._start()
+        except BaseException:
+            self.stop(timeout=5)  # what did start stops again; releases the lock
+            raise
+
+    def _start(self) -> None:
         config = self.settings.stage1
         sweep_leftovers(self.sessions, config.spool_dir, config.store_dir)
         self.service.start()
         self.heartbeat.start()
-        try:
-            self.scp.start(self.listen.bind, self.listen.port)
-            self._serving = True
-        except BaseException:
-            self.heartbeat.stop()
-            raise
+        self.scp.start(self.listen.bind, self.listen.port)
+        self._serving = True
         self._housekeeper = threading.Thread(target=self._housekeeping, daemon=True,
                                              name="stage1-housekeeping")
         self._housekeeper.start()
@@ -114,6 +120,7 @@ class Stage1Node:
         self.service.stop(timeout)
         self.heartbeat.stop()
         self.db.dispose()
+        self.lock.release()
         LOG.info("stage1.stopped")
 
     def serve(self) -> int:

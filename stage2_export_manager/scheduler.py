@@ -1,4 +1,4 @@
-"""``tce stage2 serve``: the stage-2 node's scheduler loop (APScheduler).
+"""``tce stage2 serve``: the stage-2 node's scheduler loop (APScheduler) and its C-ECHO SCP.
 
 Four periodic jobs share one BackgroundScheduler; each runs at most once at a time and missed
 runs are coalesced, so a slow export never piles up behind itself:
@@ -14,11 +14,20 @@ runs are coalesced, so a slow export never piles up behind itself:
 * **retention** (at start, then hourly): :func:`.retention.apply_retention`.
 * **heartbeat**: the ``heartbeats`` row of node ``stage2``, written by
   :class:`appliance.heartbeat.NodeHeartbeat` in its own thread (every few seconds, whatever
-  ``poll_seconds`` is). Stage 2 has no SCP, so it answers no C-ECHO: the heartbeat is its health.
+  ``poll_seconds`` is), with the AE title and port of the SCP below, which is where
+  ``tce status --echo`` finds it.
 
-SIGTERM or SIGINT stops the loop: an export in progress stops between two instances (what was
-acknowledged is recorded), running jobs are waited for, and :func:`serve` returns 0. Logs carry
-job ids, counts and hashed media references, never a patient value or a folder name.
+Beside the loop, :class:`.echo.EchoSCP` listens on ``stage2.bind``:``stage2.port`` and answers
+C-ECHO only (Verification SOP Class; storage is refused, so media stay the only way in). It
+binds its address *before* the heartbeat row is written: a second ``serve`` started by mistake
+on the same database and port then fails without touching the row of the node that runs (it
+would otherwise take the row over and record a ``node.stopped`` that makes the running node
+look stopped).
+
+SIGTERM or SIGINT stops the node: the SCP stops listening, an export in progress stops between
+two instances (what was acknowledged is recorded), running jobs are waited for, and
+:func:`serve` returns 0. Logs carry job ids, counts and hashed media references, never a
+patient value or a folder name.
 """
 
 from __future__ import annotations
@@ -41,7 +50,9 @@ from appliance.heartbeat import NodeHeartbeat
 from appliance.keys import KeyRing
 from appliance.logging import get_logger
 from appliance.models import Node
+from appliance.nodelock import NodeLock
 from appliance.settings import Settings
+from stage2_export_manager.echo import EchoSCP
 from stage2_export_manager.exporter import export_due, outbox_dir
 from stage2_export_manager.retention import apply_retention
 
@@ -171,7 +182,7 @@ def holds_media_at_top(folder: Path) -> bool:
 
 
 class Stage2Service:
-    """The scheduler and what its jobs need, built from settings; start() and stop()."""
+    """The scheduler, the C-ECHO SCP and what they need, built from settings; start(), stop()."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -183,11 +194,25 @@ class Stage2Service:
         self.stop_event = threading.Event()
         self.watcher = (MediaWatcher(settings, self.sessions)
                         if settings.stage2.media_watch_dir is not None else None)
+        self.echo = EchoSCP(settings.stage2)
+        self.lock = NodeLock(settings.work_dir, "stage2")
         self.heartbeat = NodeHeartbeat(self.sessions, Node.STAGE2,
-                                       ae_title=settings.stage2.ae_title)
+                                       ae_title=settings.stage2.ae_title,
+                                       port=settings.stage2.port)
         self.scheduler = BackgroundScheduler(timezone=UTC)
 
     def start(self) -> None:
+        """The SCP (an address in use raises OSError), the heartbeat, the jobs; what started
+        is stopped again when the SCP or the heartbeat cannot start."""
+        self.lock.acquire()  # before the SCP or the heartbeat row: one node per work_dir
+        try:
+            self.echo.start()
+            self.heartbeat.start()
+        except BaseException:
+            self.echo.stop()
+            self.db.dispose()
+            self.lock.release()
+            raise
         poll = self.settings.stage2.poll_seconds
         now = datetime.now(UTC)
         add = self.scheduler.add_job
@@ -198,7 +223,6 @@ class Stage2Service:
         if self.watcher is not None:
             add(self.watch, "interval", seconds=poll, next_run_time=now, id="media", **options)
         add(self.export, "interval", seconds=poll, next_run_time=now, id="export", **options)
-        self.heartbeat.start()
         self.scheduler.start()
         LOG.info("stage2.started", poll_seconds=poll, watching=self.watcher is not None,
                  receiver=f"{self.settings.stage2.receiver.ae_title}@"
@@ -207,9 +231,11 @@ class Stage2Service:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.echo.stop()
         self.scheduler.shutdown(wait=True)
         self.heartbeat.stop()
         self.db.dispose()
+        self.lock.release()
         LOG.info("stage2.stopped")
 
     # --- the periodic jobs (each catches everything: the loop must survive) ----------------
@@ -242,7 +268,10 @@ class Stage2Service:
 
 
 def serve(settings: Settings) -> int:
-    """Run the stage-2 scheduler until SIGTERM/SIGINT; 0 after a graceful stop."""
+    """Run the stage-2 scheduler and SCP until SIGTERM/SIGINT; 0 after a graceful stop.
+
+    Raises OSError, with nothing left running, when the SCP's address cannot be bound.
+    """
     stopping = threading.Event()
 
     def _signal(signum: int, _frame: Any) -> None:

@@ -107,6 +107,7 @@ def test_commands_and_healthchecks_are_valid_tce_invocations(compose: dict[str, 
     service = services(compose)[name]
     check = service["healthcheck"]["test"]
     assert check[0] == "CMD" and check[1] == "tce"
+    assert check[2:] == ["status", "--require-running", "--echo"]  # every node answers C-ECHO
     for argv in (service["command"], check[2:]):
         done = subprocess.run([str(TCE), *argv, "--help"], capture_output=True, text=True,
                               timeout=60, check=False)
@@ -146,6 +147,23 @@ def test_published_ports_are_the_configured_ports(compose: dict[str, Any], name:
     host_port, container_port = str(mapping).split(":")[-2:]
     assert int(container_port) == int(host_port) == config.port
     assert config.bind == "0.0.0.0"  # inside the container: reachable through the mapping
+
+
+def test_stage2_publishes_nothing_and_its_echo_scp_stays_in_the_container(
+        compose: dict[str, Any]) -> None:
+    """Nothing calls stage 2 but its own healthcheck: no published port, a loopback bind."""
+    config, service = config_of(compose, "stage2").stage2, services(compose)["stage2"]
+    assert "ports" not in service and "expose" not in service
+    assert config.bind == "127.0.0.1" and config.port == 11113
+
+
+@pytest.mark.parametrize("name", NODES)
+def test_each_node_allows_its_healthcheck_to_echo(compose: dict[str, Any], name: str) -> None:
+    """``tce status --echo`` calls as TCE_STATUS from inside the container (loopback)."""
+    check = services(compose)[name]["healthcheck"]["test"]
+    assert "--calling-ae" not in check  # the default, TCE_STATUS
+    callers = getattr(config_of(compose, name), name).allowed_callers
+    assert not callers or "TCE_STATUS@127.0.0.1" in callers or "TCE_STATUS" in callers
 
 
 def test_peers_agree_on_hosts_ports_ae_titles_and_networks(compose: dict[str, Any]) -> None:
@@ -301,8 +319,7 @@ def test_a_node_started_like_its_container_passes_its_healthcheck(
             assert proc.poll() is None, f"{name} exited {proc.returncode}"
             assert time.monotonic() < deadline, done.stdout + done.stderr
             time.sleep(0.5)
-        if name != "stage2":
-            assert "C-ECHO: status 0x0000" in done.stdout
+        assert "C-ECHO: status 0x0000" in done.stdout  # stage 2's Verification SCP too
     finally:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=120)

@@ -60,9 +60,9 @@ def run_serve(args: argparse.Namespace) -> int:
                     args.port or config.port)
     try:
         node = Stage1Node(settings, listen)
-    except OSError as exc:
+        return node.serve()
+    except OSError as exc:  # port in use, another node on this work_dir, unwritable folders
         raise CommandError(f"cannot start stage 1: {exc}") from exc
-    return node.serve()
 
 
 def run_studies(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="send to this Receiver instead of the configured one")
     export.set_defaults(func=run_export)
 
-    serve = sub.add_parser("serve", help="run the scheduler: watch media, export, retry,"
-                                         " apply retention, until SIGTERM/SIGINT")
+    serve = sub.add_parser("serve", help="run the scheduler (watch media, export, retry, apply"
+                                         " retention) and the C-ECHO SCP until SIGTERM/SIGINT",
+                           description="The SCP answers C-ECHO only (Verification SOP Class):"
+                           " studies reach stage 2 on media, never by C-STORE.")
+    serve.add_argument("--ae-title", "-aet",
+                       help="AE title to answer C-ECHO to and to call the Receiver with"
+                            " (overrides stage2.ae_title)")
+    serve.add_argument("--bind", help="address to listen on (overrides config)")
+    serve.add_argument("--port", type=int, help="TCP port (overrides config)")
     serve.set_defaults(func=run_serve)
 
 
@@ -315,7 +323,20 @@ def run_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise _missing("stage2_export_manager.scheduler", exc) from None
     from appliance.logging import configure_logging
+    from appliance.settings import check_ae_title, check_port
 
     settings = load_settings(args)
+    config = settings.stage2
+    # The overrides replace the settings themselves, so the heartbeat, the SCP and the exports
+    # all use the one AE title (stage 2 has a single title for calling and for being called).
+    config = replace(config, ae_title=args.ae_title or config.ae_title,
+                     bind=args.bind or config.bind, port=args.port or config.port)
+    problem = check_ae_title(config.ae_title) or check_port(config.port)
+    if problem:
+        raise CommandError(f"cannot start stage 2: {problem}")
+    settings = replace(settings, stage2=config)
     configure_logging(settings)
-    return int(serve(settings) or 0)
+    try:
+        return int(serve(settings) or 0)
+    except OSError as exc:
+        raise CommandError(f"cannot start stage 2: {exc}") from exc

@@ -7,6 +7,11 @@ a container healthcheck. Exit status, for monitoring: 0 when every heartbeat fou
 cleanly stopped, 1 when one is stale or its process is gone (or, with ``--require-running``, a
 node of this configuration's role is not alive; with ``--echo``, a node did not answer C-ECHO),
 2 for a configuration error.
+
+``--echo`` finds each node where its heartbeat row says it listens (AE title and port, written by
+the node's ``serve``; the host from the row, or the node's ``bind`` when the row is from this
+host). Every node listens: stage 1 and the Receiver with their C-STORE/C-ECHO SCPs, stage 2 with
+its Verification-only SCP.
 """
 
 from __future__ import annotations
@@ -54,8 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="also exit 1 unless every node of this configuration's role is"
                              " alive (for a container healthcheck)")
     parser.add_argument("--echo", action="store_true",
-                        help="also C-ECHO each alive node that listens (stage 1, Receiver);"
-                             " exit 1 if one does not answer")
+                        help="also C-ECHO each alive node (stage 1, stage 2, Receiver) at the"
+                             " AE title and port of its heartbeat; exit 1 if one does not"
+                             " answer")
     parser.add_argument("--calling-ae", default="TCE_STATUS", metavar="AET",
                         help="calling AE title for --echo (default TCE_STATUS; the node's"
                              " allowed_callers must accept it)")

@@ -11,9 +11,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
@@ -23,6 +21,7 @@ from appliance.db import session_factory
 from appliance.heartbeat import STALE_AFTER, STARTED, STOPPED, NodeHeartbeat
 from appliance.models import AuditEvent, Base, Heartbeat, Node
 from appliance.status import read_heartbeat
+from tests.receiver import conftest as receiver_fixtures
 from tests.receiver.harness import ReceiverFactory
 
 
@@ -156,15 +155,9 @@ def test_interval_must_be_positive(sessions: sessionmaker[Session]) -> None:
 # --- a real node ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def receivers(tmp_path: Path) -> Iterator[ReceiverFactory]:
-    counter = iter(range(1, 100))
-    factory = ReceiverFactory(lambda name: tmp_path / f"{name}{next(counter)}")
-    try:
-        yield factory
-    finally:
-        problems = factory.close()
-        assert not problems, "\n".join(problems)
+# The Receiver tests' fixture, reused: it stops what still runs with SIGTERM at teardown and
+# fails unless it exits 0.
+receivers = receiver_fixtures.receivers
 
 
 def test_a_served_node_beats_and_records_how_it_ended(receivers: ReceiverFactory) -> None:

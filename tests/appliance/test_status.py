@@ -2,19 +2,16 @@
 
 The count queries run on rows made the way each node makes them; the command runs as a
 subprocess against ``tce stage1 serve``, ``tce receiver serve`` and ``tce stage2 serve``, fed by
-pynetdicom and dcmtk ``storescu``, and stopped with SIGTERM or SIGKILL.
+pynetdicom and dcmtk ``storescu``, and stopped with SIGTERM or SIGKILL. ``--echo`` reaches every
+node at the AE title and port of its heartbeat, stage 2's Verification-only SCP included.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import socket
 import subprocess
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,23 +22,15 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from appliance import models
 from appliance.db import open_database, session_factory
-from appliance.models import (
-    Heartbeat,
-    Instance,
-    InstanceState,
-    Job,
-    JobInstance,
-    JobState,
-    Media,
-    MediaStudy,
-    Node,
-    QuarantineItem,
-    SendStatus,
-)
+from appliance.models import InstanceState, JobState, Node, SendStatus
 from appliance.status import collect, node_status
+from tests.e2e import Stage2Dir
+from tests.receiver import conftest as receiver_fixtures
 from tests.receiver.harness import ReceiverFactory, storescu, write
 from tests.receiver.harness import ct_instances as receiver_instances
+from tests.stage1_modality import conftest as stage1_fixtures
 from tests.stage1_modality.harness import (
     SUCCESS,
     TCE,
@@ -51,13 +40,16 @@ from tests.stage1_modality.harness import (
     send,
     status_of,
 )
+from tests.stage2_export_manager.test_echo import RunningStage2
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
 
-needs_dcmtk = pytest.mark.skipif(shutil.which("storescu") is None,
-                                 reason="dcmtk's storescu is not installed")
+# The node fixtures of the stage-1 and Receiver tests, reused (they need dcmtk, and skip without
+# it): each stops what still runs with SIGTERM at teardown and fails unless it exits 0.
+nodes = stage1_fixtures.nodes
+receivers = receiver_fixtures.receivers
 
 
 @pytest.fixture
@@ -70,17 +62,17 @@ def ago(seconds: float) -> datetime:
 
 
 def instance(node: Node, key: str, state: InstanceState, *, study: str = "2.25.1",
-             received: float = 600, processed: float | None = None) -> Instance:
-    return Instance(node=node, received_key=key, state=state, sop_class_uid=CT,
-                    transfer_syntax_uid=EXPLICIT, new_study_instance_uid=study,
-                    received_at=ago(received),
-                    processed_at=None if processed is None else ago(processed))
+             received: float = 600, processed: float | None = None) -> models.Instance:
+    return models.Instance(node=node, received_key=key, state=state, sop_class_uid=CT,
+                           transfer_syntax_uid=EXPLICIT, new_study_instance_uid=study,
+                           received_at=ago(received),
+                           processed_at=None if processed is None else ago(processed))
 
 
-def quarantine_item(node: Node, n: int, released: bool = False) -> QuarantineItem:
-    return QuarantineItem(node=node, stored_path=f"/q/{n}", reason="test", stage="receive",
-                          sha256="0" * 64, size_bytes=1, at=ago(60),
-                          released_at=ago(1) if released else None)
+def quarantine_item(node: Node, n: int, released: bool = False) -> models.QuarantineItem:
+    return models.QuarantineItem(node=node, stored_path=f"/q/{n}", reason="test",
+                                 stage="receive", sha256="0" * 64, size_bytes=1, at=ago(60),
+                                 released_at=ago(1) if released else None)
 
 
 # --- the count queries, on both databases --------------------------------------------------------
@@ -103,8 +95,8 @@ def test_stage1_counts_follow_instance_states_and_media(sessions: sessionmaker[S
             instance(Node.RECEIVER, "other", InstanceState.RECEIVED, received=9000),
             quarantine_item(s1, 1), quarantine_item(s1, 2),
             quarantine_item(s1, 3, released=True), quarantine_item(Node.RECEIVER, 4),
-            Media(node=s1, path="/media/1", created_at=ago(300),
-                  studies=[MediaStudy(study_uid="2.25.1")]),
+            models.Media(node=s1, path="/media/1", created_at=ago(300),
+                         studies=[models.MediaStudy(study_uid="2.25.1")]),
         ])
     with sessions() as session:
         status = node_status(session, s1, NOW)
@@ -117,11 +109,12 @@ def test_stage1_counts_follow_instance_states_and_media(sessions: sessionmaker[S
 
 
 def test_stage2_counts_follow_jobs_and_send_status(sessions: sessionmaker[Session]) -> None:
-    def job(state: JobState, created: float, *sends: SendStatus) -> Job:
-        made = Job(study_instance_uid=f"2.25.{created:.0f}", state=state, created_at=ago(created))
-        made.instances = [JobInstance(sop_instance_uid=f"2.25.{created:.0f}.{i}",
-                                      sop_class_uid=CT, transfer_syntax_uid=EXPLICIT,
-                                      store_path=f"/s/{i}", send_status=send)
+    def job(state: JobState, created: float, *sends: SendStatus) -> models.Job:
+        made = models.Job(study_instance_uid=f"2.25.{created:.0f}", state=state,
+                          created_at=ago(created))
+        made.instances = [models.JobInstance(sop_instance_uid=f"2.25.{created:.0f}.{i}",
+                                             sop_class_uid=CT, transfer_syntax_uid=EXPLICIT,
+                                             store_path=f"/s/{i}", send_status=send)
                           for i, send in enumerate(sends)]
         return made
 
@@ -152,8 +145,9 @@ def test_receiver_counts_and_which_nodes_are_listed(sessions: sessionmaker[Sessi
             *[instance(rx, f"s{i}", InstanceState.STORED, study="2.25.7", processed=60)
               for i in range(3)],
             instance(rx, "x1", InstanceState.STORED, study="2.25.8", processed=60),
-            Media(node=rx, path="/m", created_at=ago(30), studies=[MediaStudy(study_uid="2.25.7")]),
-            Heartbeat(node=Node.STAGE2, pid=0, host="elsewhere", started_at=ago(99),
+            models.Media(node=rx, path="/m", created_at=ago(30),
+                         studies=[models.MediaStudy(study_uid="2.25.7")]),
+            models.Heartbeat(node=Node.STAGE2, pid=0, host="elsewhere", started_at=ago(99),
                       beat_at=ago(5)),
         ])
     with sessions() as session:
@@ -168,28 +162,6 @@ def test_receiver_counts_and_which_nodes_are_listed(sessions: sessionmaker[Sessi
 
 
 # --- the command against real nodes -----------------------------------------------------------
-
-
-@pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[NodeFactory]:
-    counter = iter(range(1, 100))
-    factory = NodeFactory(lambda name: tmp_path / f"{name}{next(counter)}")
-    try:
-        yield factory
-    finally:
-        problems = factory.close()
-        assert not problems, "\n".join(problems)
-
-
-@pytest.fixture
-def receivers(tmp_path: Path) -> Iterator[ReceiverFactory]:
-    counter = iter(range(1, 100))
-    factory = ReceiverFactory(lambda name: tmp_path / f"rx{name}{next(counter)}")
-    try:
-        yield factory
-    finally:
-        problems = factory.close()
-        assert not problems, "\n".join(problems)
 
 
 def status(run: Any, *options: str) -> tuple[int, dict[str, Any]]:
@@ -273,7 +245,6 @@ def test_a_killed_node_fails_status_at_once(nodes: NodeFactory) -> None:
     assert report["problems"] == ["stage1: heartbeat dead"]
 
 
-@needs_dcmtk
 def test_receiver_status_counts_what_storescu_sent(receivers: ReceiverFactory,
                                                    tmp_path: Path) -> None:
     folder = receivers.folder()
@@ -291,37 +262,36 @@ def test_receiver_status_counts_what_storescu_sent(receivers: ReceiverFactory,
     assert by_node(status(folder.tce)[1])["receiver"]["heartbeat"]["state"] == "stopped"
 
 
-def test_stage2_serve_has_a_heartbeat_but_no_scp(tmp_path: Path) -> None:
-    root = tmp_path / "s2"
-    done = subprocess.run([str(TCE), "init", str(root), "--role", "stage2"],
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    env = {k: v for k, v in os.environ.items() if k != "TCE_DATABASE_URL"}
-    env["TCE_CONFIG"] = str(root / "tce.yaml")
-
-    def tce(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(TCE), *args], capture_output=True, text=True, env=env,
-                              timeout=60, check=False)
-
-    proc = subprocess.Popen([str(TCE), "stage2", "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+def test_stage2_status_echoes_its_verification_scp(tmp_path: Path) -> None:
+    node = Stage2Dir(tmp_path / "s2")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            code, report = status(tce, "--echo", "--require-running")
-            if code == 0:
-                break
-            assert proc.poll() is None and time.monotonic() < deadline, report
-            time.sleep(0.2)
-        entry = by_node(report)["stage2"]
-        assert entry["heartbeat"]["pid"] == proc.pid and entry["heartbeat"]["port"] is None
-        assert entry["heartbeat"]["ae_title"] == "TCE_STAGE2"
-        assert "echo" not in entry  # nothing to echo: stage 2 only calls out
+        with RunningStage2(node) as running:
+            code, report = status(node.tce, "--echo", "--require-running")
+            assert code == 0 and report["ok"], report["problems"]
+            entry = by_node(report)["stage2"]
+            beat, answer = entry["heartbeat"], entry["echo"]
+            assert (beat["state"], beat["pid"], beat["ae_title"], beat["port"]) == \
+                ("alive", running.proc.pid, "TCE_STAGE2", running.port)
+            assert answer["ok"] and answer["status"] == 0
+            assert (answer["host"], answer["port"]) == ("127.0.0.1", running.port)
+            text = node.tce("status", "--echo")
+            assert f"TCE_STAGE2 port {running.port}" in text.stdout
+            assert "C-ECHO: status 0x0000" in text.stdout
+
+            node.configure(allowed_callers=["MONITOR"])  # read at start: the node allows any
+            assert status(node.tce, "--echo", "--calling-ae", "NOBODY")[0] == 0
+        with RunningStage2(node, echo_as="MONITOR"):  # now it refuses the default TCE_STATUS
+            code, report = status(node.tce, "--echo")
+            assert code == 1 and not by_node(report)["stage2"]["echo"]["ok"]
+            [problem] = report["problems"]
+            assert problem.startswith("stage2: no C-ECHO answer from TCE_STAGE2@127.0.0.1:")
+            assert problem.endswith("(association rejected)")
+            assert status(node.tce, "--echo", "--calling-ae", "MONITOR")[0] == 0
+        code, report = status(node.tce, "--echo")
+        assert code == 0 and "echo" not in by_node(report)["stage2"]  # stopped: not echoed
+        assert by_node(report)["stage2"]["heartbeat"]["state"] == "stopped"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert by_node(status(tce)[1])["stage2"]["heartbeat"]["state"] == "stopped"
+        node.dispose()
 
 
 def test_a_stale_heartbeat_exits_1_and_max_age_moves_the_line(receivers: ReceiverFactory) -> None:
@@ -329,10 +299,11 @@ def test_a_stale_heartbeat_exits_1_and_max_age_moves_the_line(receivers: Receive
     engine = open_database(str(folder.settings.database_url))
     try:
         with session_factory(engine).begin() as session:  # this test process: still running
-            session.add(Heartbeat(node=Node.RECEIVER, pid=os.getpid(),
-                                  host=socket.gethostname(), ae_title="TCE_RECEIVER",
-                                  port=11114, started_at=datetime.now(UTC) - timedelta(hours=2),
-                                  beat_at=datetime.now(UTC) - timedelta(minutes=10)))
+            session.add(models.Heartbeat(
+                node=Node.RECEIVER, pid=os.getpid(), host=socket.gethostname(),
+                ae_title="TCE_RECEIVER", port=11114,
+                started_at=datetime.now(UTC) - timedelta(hours=2),
+                beat_at=datetime.now(UTC) - timedelta(minutes=10)))
     finally:
         engine.dispose()
     done = folder.tce("status")

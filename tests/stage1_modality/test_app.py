@@ -15,6 +15,7 @@ import time
 import pytest
 from pynetdicom.sop_class import Verification
 
+from appliance.demo.nodes import free_port
 from appliance.models import InstanceState
 from tests.stage1_modality.harness import (
     SUCCESS,
@@ -124,3 +125,15 @@ def _burst(label: str, count: int) -> list:  # type: ignore[type-arg]
     from tests.stage1_modality.harness import ct_instances
 
     return ct_instances(label, count)
+
+
+def test_a_second_node_on_the_same_folder_refuses_to_start(guarded: RunningNode) -> None:
+    """Same configuration, another port: it must not sweep the running node's spool, queue its
+    work or touch its heartbeat; it says why and exits 1, and the first node keeps serving."""
+    done = guarded.node.tce("stage1", "serve", "--port", str(free_port()), timeout=30)
+    assert done.returncode == 1
+    assert "already running with this configuration" in done.stderr
+    assert f"pid {guarded.proc.pid}" in done.stderr
+    assert echo(guarded.port, calling="MODALITY") == SUCCESS
+    status = guarded.node.tce("status", "--json")
+    assert '"state": "alive"' in status.stdout, status.stdout

@@ -1,5 +1,7 @@
 """``tce stage2 serve`` and what it schedules: media watching, retention, heartbeat, shutdown.
 
+(Its C-ECHO SCP is tested in ``test_echo.py``.)
+
 The end-to-end test runs the real command in its own process (it installs signal handlers and
 is stopped with SIGTERM like an operator would), drops PDI media into the watched folder while
 it runs, approves the studies from here through the shared database, and counts what dcmtk's
@@ -34,7 +36,7 @@ from stage2_export_manager.retention import apply_retention
 from stage2_export_manager.scheduler import MediaWatcher, signature
 from tests.stage2_export_manager import stage1_datasets, stage2_node, write_pdi
 from tests.stage2_export_manager.test_exporter import FIVE, make_node
-from tests.stage2_export_manager.test_scu import Storescp
+from tests.stage2_export_manager.test_scu import Storescp, free_port
 
 TCE = Path(sys.executable).parent / "tce"
 
@@ -151,7 +153,8 @@ def test_serve_imports_dropped_media_and_exports_after_approval(tmp_path: Path,
     with Storescp(tmp_path / "rx") as scp:
         config = root / "tce.yaml"
         data = yaml.safe_load(config.read_text())
-        data["stage2"].update(media_watch_dir=str(watch), poll_seconds=1, backoff_seconds=1)
+        data["stage2"].update(media_watch_dir=str(watch), poll_seconds=1, backoff_seconds=1,
+                              port=free_port())
         data["stage2"]["receiver"]["port"] = scp.port
         data["log_file"] = "logs/tce.log"
         config.write_text(yaml.safe_dump(data))
@@ -185,6 +188,7 @@ def test_serve_imports_dropped_media_and_exports_after_approval(tmp_path: Path,
             AuditEvent.action == "job.exported")).all()
     assert received == sent and len(sent) == 21 and set(received.values()) == {1}
     assert beat.ae_title == "TCE_STAGE2" and beat.pid == proc.pid
+    assert beat.port == data["stage2"]["port"]  # its C-ECHO SCP (see test_echo.py)
     assert len(exported) == 4 and all(s.startswith("job-") for s in exported)
     log = (root / "logs" / "tce.log").read_text()
     assert '"event": "media.imported"' in log and '"event": "stage2.stopped"' in log
