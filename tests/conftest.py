@@ -187,4 +187,4 @@ def sample_set() -> Callable[[], list[Dataset]]:
 
 @pytest.fixture(scope="session")
 def pydicom_test_files() -> Path:
-    return Path(os.path.dirname(pydicom.data.__file__)) / "test_files"  # type: ignore[attr-defined]
+    return Path(os.path.dirname(pydicom.data.__file__)) / "test_files"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, text
@@ -51,7 +52,7 @@ def test_system_events_need_no_policy(db_engine: Engine) -> None:
     {"items": [{"AccessionNumber": "A1"}]},
 ], ids=["keyword", "snake", "original-suffix", "nested", "in-list"])
 def test_phi_named_details_are_refused_and_nothing_is_written(db_engine: Engine,
-                                                              details: dict[str, object]) -> None:
+                                                              details: dict[str, Any]) -> None:
     with pytest.raises(PHIRefusedError, match="identifying attributes") as caught, \
             session_scope(db_engine) as session:
         record_audit(session, "stage1", "instance.received", "2.25.1", **details)

@@ -247,7 +247,7 @@ def test_a_missing_sqlite_folder_is_a_clear_error(tmp_path: Path) -> None:
 def test_postgresql_urls_use_psycopg_and_ping_the_pool() -> None:
     engine = make_engine("postgresql://tce@db.example/tce")  # no connection is made
     assert engine.dialect.driver == "psycopg"
-    assert engine.pool._pre_ping  # type: ignore[attr-defined]
+    assert engine.pool._pre_ping
 
 
 def test_other_databases_are_refused() -> None:

@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from tests.receiver.harness import SUCCESS, echo, free_port
+from appliance.demo.nodes import free_port
+from tests.receiver.harness import SUCCESS, echo
 
 BINARY = Path("/usr/sbin/Orthanc")
 AE_TITLE = "ORTHANC"

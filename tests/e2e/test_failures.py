@@ -27,6 +27,7 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
+from appliance.demo.nodes import free_port
 from appliance.models import JobState, SendStatus
 from tests.e2e import (
     POLICY,
@@ -43,7 +44,7 @@ from tests.e2e import (
     peer,
     read_files,
 )
-from tests.receiver.harness import CALLED, ReceiverDir, ReceiverFactory, free_port
+from tests.receiver.harness import CALLED, ReceiverDir, ReceiverFactory
 from tests.stage2_export_manager import tree_state
 
 BUILTIN_POLICY = Path(__file__).resolve().parents[2] / "policies" / "builtin" / f"{POLICY}.yaml"

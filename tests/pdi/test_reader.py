@@ -15,9 +15,12 @@ from pdi import MediaOptions, read_media, write_media
 from pdi.dicomdir import DirNode, build_dicomdir, write_dicomdir
 from tests.pdi import make_study_set
 
+Source = tuple[list[Path], Path]
+"""The written input files and the medium written from them (the ``source`` fixture)."""
+
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path]:
+def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
     base = tmp_path_factory.mktemp("pdi_reader")
     files = make_study_set(base / "in")
     write_media(files, base / "media")
@@ -25,7 +28,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path]:
 
 
 @pytest.fixture
-def media(source: tuple[list[Path], Path], tmp_path: Path) -> Path:
+def media(source: Source, tmp_path: Path) -> Path:
     """A private copy of the written medium, free to damage."""
     copy = tmp_path / "media"
     shutil.copytree(source[1], copy)
@@ -41,7 +44,7 @@ def _expected(files: list[Path]) -> dict[str, tuple[str, str, str, str]]:
     return out
 
 
-def test_round_trip_finds_every_instance(source: tuple[list[Path], Path]) -> None:
+def test_round_trip_finds_every_instance(source: Source) -> None:
     files, media = source
     contents = read_media(media)
     assert contents.via == "DICOMDIR"
@@ -56,7 +59,7 @@ def test_round_trip_finds_every_instance(source: tuple[list[Path], Path]) -> Non
         assert instance.transfer_syntax == "1.2.840.10008.1.2.1"
 
 
-def test_missing_dicomdir_falls_back_to_a_folder_scan(source: tuple, media: Path) -> None:
+def test_missing_dicomdir_falls_back_to_a_folder_scan(source: Source, media: Path) -> None:
     (media / "DICOMDIR").unlink()
     contents = read_media(media)
     assert contents.via == "folder scan"
@@ -65,7 +68,7 @@ def test_missing_dicomdir_falls_back_to_a_folder_scan(source: tuple, media: Path
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "not a DICOMDIR"])
-def test_damaged_dicomdir_falls_back_to_a_folder_scan(source: tuple, media: Path,
+def test_damaged_dicomdir_falls_back_to_a_folder_scan(source: Source, media: Path,
                                                        damage: str) -> None:
     dicomdir = media / "DICOMDIR"
     if damage == "truncated":
@@ -80,7 +83,7 @@ def test_damaged_dicomdir_falls_back_to_a_folder_scan(source: tuple, media: Path
     assert {i.sop_instance_uid for i in contents.instances} == set(_expected(source[0]))
 
 
-def test_offset_pointing_nowhere_is_damage(source: tuple, media: Path) -> None:
+def test_offset_pointing_nowhere_is_damage(source: Source, media: Path) -> None:
     ds = dcmread(media / "DICOMDIR")
     ds.OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity += 2  # same length, wrong place
     ds.save_as(media / "DICOMDIR", enforce_file_format=True)
@@ -90,7 +93,7 @@ def test_offset_pointing_nowhere_is_damage(source: tuple, media: Path) -> None:
     assert len(contents.instances) == len(source[0])
 
 
-def test_missing_referenced_file_is_reported_and_the_rest_returned(source: tuple,
+def test_missing_referenced_file_is_reported_and_the_rest_returned(source: Source,
                                                                    media: Path) -> None:
     victim = media / "DICOM" / "PT000001" / "ST000001" / "SE000001" / "IM000002"
     victim.unlink()
@@ -101,7 +104,7 @@ def test_missing_referenced_file_is_reported_and_the_rest_returned(source: tuple
     assert len(contents.instances) == len(source[0]) - 1
 
 
-def test_unreadable_referenced_file_is_reported(source: tuple, media: Path) -> None:
+def test_unreadable_referenced_file_is_reported(source: Source, media: Path) -> None:
     victim = media / "DICOM" / "PT000002" / "ST000001" / "SE000001" / "IM000001"
     victim.write_bytes(victim.read_bytes()[:-64])
     contents = read_media(media)
@@ -111,7 +114,7 @@ def test_unreadable_referenced_file_is_reported(source: tuple, media: Path) -> N
     assert len(contents.instances) == len(source[0]) - 1
 
 
-def test_unreferenced_dicom_file_is_reported_and_imported(source: tuple, media: Path) -> None:
+def test_unreferenced_dicom_file_is_reported_and_imported(source: Source, media: Path) -> None:
     extra = make_study_set(media.parent / "extra", patients=1, studies=1, series=1,
                            instances=1)[0]
     ds = dcmread(extra)
@@ -125,7 +128,7 @@ def test_unreferenced_dicom_file_is_reported_and_imported(source: tuple, media: 
     assert len(contents.instances) == len(source[0]) + 1
 
 
-def test_iso9660_names_without_rock_ridge_are_resolved(source: tuple, media: Path) -> None:
+def test_iso9660_names_without_rock_ridge_are_resolved(source: Source, media: Path) -> None:
     """Discs mounted without Rock Ridge may show lower-case names and ";1" version suffixes."""
     for folder, dirs, files in os.walk(media, topdown=False):
         for name in files:
@@ -139,7 +142,7 @@ def test_iso9660_names_without_rock_ridge_are_resolved(source: tuple, media: Pat
     assert len(contents.instances) == len(source[0])
 
 
-def test_file_id_escaping_the_medium_is_refused(tmp_path: Path, source: tuple) -> None:
+def test_file_id_escaping_the_medium_is_refused(tmp_path: Path, source: Source) -> None:
     media = tmp_path / "evil"
     write_media(source[0][:1], media)
     records = list(dcmread(media / "DICOMDIR").DirectoryRecordSequence)
@@ -159,7 +162,7 @@ def test_file_id_escaping_the_medium_is_refused(tmp_path: Path, source: tuple) -
     assert all(tmp_path / "SECRET" != i.path for i in contents.instances)
 
 
-def test_multi_volume_media_are_read_volume_by_volume(source: tuple, tmp_path: Path) -> None:
+def test_multi_volume_media_are_read_volume_by_volume(source: Source, tmp_path: Path) -> None:
     files = source[0]
     results = write_media(files, tmp_path / "out", MediaOptions(volume_bytes=64 * 1024))
     assert len(results) > 1
@@ -171,7 +174,7 @@ def test_multi_volume_media_are_read_volume_by_volume(source: tuple, tmp_path: P
     assert volumes == {r.path.name for r in results}
 
 
-def test_one_damaged_volume_is_scanned_the_others_read(source: tuple, tmp_path: Path) -> None:
+def test_one_damaged_volume_is_scanned_the_others_read(source: Source, tmp_path: Path) -> None:
     results = write_media(source[0], tmp_path / "out", MediaOptions(volume_bytes=64 * 1024))
     (results[1].path / "DICOMDIR").unlink()
     contents = read_media(tmp_path / "out")

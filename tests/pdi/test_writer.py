@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.fileset import FileSet
 from pydicom.uid import (
@@ -35,6 +36,9 @@ DCIODVFY = shutil.which("dciodvfy")
 DCMMKDIR = shutil.which("dcmmkdir")
 needs = pytest.mark.skipif
 
+Written = tuple[list[Path], Path, list[VolumeResult]]
+"""The input files, the medium and the per-volume results (the ``written`` fixture)."""
+
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -51,8 +55,7 @@ def _media_files(root: Path) -> set[Path]:
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Path], Path,
-                                                                          list[VolumeResult]]]:
+def written(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Written]:
     base = tmp_path_factory.mktemp("pdi_writer")
     files = make_study_set(base / "in")
     results = write_media(files, base / "media", MediaOptions(institution="Research Unit"))
@@ -61,7 +64,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Pat
 
 # --- layout and completeness -------------------------------------------------------------------
 
-def test_one_volume_goes_into_out_itself(written: tuple) -> None:
+def test_one_volume_goes_into_out_itself(written: Written) -> None:
     files, media, results = written
     assert [r.path for r in results] == [media]
     assert sorted(os.listdir(media)) == ["DICOM", "DICOMDIR", "INDEX.HTM", "README.TXT"]
@@ -71,7 +74,7 @@ def test_one_volume_goes_into_out_itself(written: tuple) -> None:
     assert len(results[0].studies) == 4
 
 
-def test_every_instance_is_referenced_and_copied_unchanged(written: tuple) -> None:
+def test_every_instance_is_referenced_and_copied_unchanged(written: Written) -> None:
     files, media, _ = written
     fs = _fileset(media)
     by_uid = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in files}
@@ -82,7 +85,7 @@ def test_every_instance_is_referenced_and_copied_unchanged(written: tuple) -> No
         assert _sha(Path(instance.path)) == _sha(by_uid[instance.SOPInstanceUID])
 
 
-def test_file_ids_conform_to_ps310(written: tuple) -> None:
+def test_file_ids_conform_to_ps310(written: Written) -> None:
     _, media, _ = written
     for path in _media_files(media):
         components = path.relative_to(media).parts
@@ -95,7 +98,7 @@ def test_file_ids_conform_to_ps310(written: tuple) -> None:
             assert (media.joinpath(*record.ReferencedFileID)).is_file()
 
 
-def test_dicomdir_header_and_record_types(written: tuple) -> None:
+def test_dicomdir_header_and_record_types(written: Written) -> None:
     _, media, results = written
     ds = dcmread(media / "DICOMDIR")
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
@@ -113,7 +116,7 @@ def test_dicomdir_header_and_record_types(written: tuple) -> None:
     assert len(set(ids)) == len(ids)
 
 
-def test_document_records_carry_only_title_modifiers(written: tuple) -> None:
+def test_document_records_carry_only_title_modifiers(written: Written) -> None:
     _, media, _ = written
     records = dcmread(media / "DICOMDIR").DirectoryRecordSequence
     kos = next(r for r in records if r.DirectoryRecordType == "KEY OBJECT DOC")
@@ -123,7 +126,7 @@ def test_document_records_carry_only_title_modifiers(written: tuple) -> None:
     assert [i.RelationshipType for i in sr.ContentSequence] == ["HAS CONCEPT MOD"]
 
 
-def test_no_planted_phi_in_dicomdir_readme_or_index(written: tuple) -> None:
+def test_no_planted_phi_in_dicomdir_readme_or_index(written: Written) -> None:
     _, media, _ = written
     for name in ("DICOMDIR", "README.TXT", "INDEX.HTM"):
         data = (media / name).read_bytes()
@@ -136,7 +139,7 @@ def test_no_planted_phi_in_dicomdir_readme_or_index(written: tuple) -> None:
     assert "2.25." not in (media / "README.TXT").read_text("ascii")
 
 
-def test_readme_describes_the_medium(written: tuple) -> None:
+def test_readme_describes_the_medium(written: Written) -> None:
     _, media, _ = written
     raw = (media / "README.TXT").read_bytes()
     raw.decode("ascii")
@@ -149,7 +152,7 @@ def test_readme_describes_the_medium(written: tuple) -> None:
     assert max(len(line) for line in text.splitlines()) <= 80
 
 
-def test_index_is_wellformed_and_links_every_file(written: tuple) -> None:
+def test_index_is_wellformed_and_links_every_file(written: Written) -> None:
     _, media, _ = written
     tree = ET.parse(media / "INDEX.HTM")
     ns = {"h": "http://www.w3.org/1999/xhtml"}
@@ -162,7 +165,8 @@ def test_index_is_wellformed_and_links_every_file(written: tuple) -> None:
 
 
 @needs(DCMDUMP is None, reason="dcmdump (dcmtk) not installed")
-def test_dcmdump_reads_the_dicomdir(written: tuple) -> None:
+def test_dcmdump_reads_the_dicomdir(written: Written) -> None:
+    assert DCMDUMP is not None  # the skipif above ran the test only if it is
     _, media, _ = written
     run = subprocess.run([DCMDUMP, str(media / "DICOMDIR")], capture_output=True, text=True,
                          check=False)
@@ -172,7 +176,8 @@ def test_dcmdump_reads_the_dicomdir(written: tuple) -> None:
 
 
 @needs(DCIODVFY is None, reason="dciodvfy (dicom3tools) not installed")
-def test_dciodvfy_reports_no_errors(written: tuple) -> None:
+def test_dciodvfy_reports_no_errors(written: Written) -> None:
+    assert DCIODVFY is not None  # the skipif above ran the test only if it is
     _, media, _ = written
     run = subprocess.run([DCIODVFY, str(media / "DICOMDIR")], capture_output=True, text=True,
                          check=False)
@@ -182,11 +187,12 @@ def test_dciodvfy_reports_no_errors(written: tuple) -> None:
 
 
 @needs(DCMMKDIR is None, reason="dcmmkdir (dcmtk) not installed")
-def test_dcmtk_accepts_the_dicomdir_as_its_own(written: tuple, tmp_path: Path) -> None:
+def test_dcmtk_accepts_the_dicomdir_as_its_own(written: Written, tmp_path: Path) -> None:
     """dcmmkdir +U loads our DICOMDIR, checks every file against the STD-GEN-CD profile and
     looks each one up among the existing records; a bad offset prints W: lines, and a record
     that does not match its file makes dcmtk add new records. (Do not add -w: in dcmtk 3.6.7
     "+U -w" deletes the DICOMDIR instead of checking it.)"""
+    assert DCMMKDIR is not None  # the skipif above ran the test only if it is
     _, media, _ = written
     copy = tmp_path / "copy"
     shutil.copytree(media, copy)
@@ -215,7 +221,7 @@ def test_empty_type1_keys_get_fallbacks_in_records_only(tmp_path: Path) -> None:
     results = write_media(paths, tmp_path / "out")
     media = tmp_path / "out"
     ds = dcmread(media / "DICOMDIR")
-    by_type: dict[str, list] = {}
+    by_type: dict[str, list[Dataset]] = {}
     for record in ds.DirectoryRecordSequence:
         by_type.setdefault(record.DirectoryRecordType, []).append(record)
     study = by_type["STUDY"][0]

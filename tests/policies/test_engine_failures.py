@@ -40,7 +40,7 @@ def _run_set(policy: Policy, keys: EngineKeys, datasets: list[Dataset],
              written: Written) -> list[tuple[Dataset, bytes]]:
     """De-identify a whole set with one engine; return (read-back dataset, bytes) per instance."""
     engine = Deidentifier(policy, keys)
-    out = []
+    out: list[tuple[Dataset, bytes]] = []
     for ds in datasets:
         try:
             engine.deidentify(ds)

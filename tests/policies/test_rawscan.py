@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from policies.model import Policy
 from policies.outcome import Outcome
@@ -18,7 +18,7 @@ from policies.rawscan import ENTER, NEEDED, NOTHING, sequence_needs_walk
 CODE_VALUE, CODE_MEANING, NAME = 0x00080100, 0x00080104, 0x00100010
 
 
-def _raw_sequence(items: list[Dataset], syntax: str = ExplicitVRLittleEndian) -> RawDataElement:
+def _raw_sequence(items: list[Dataset], syntax: UID = ExplicitVRLittleEndian) -> RawDataElement:
     ds = Dataset()
     ds.file_meta = pydicom.dataset.FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = syntax
@@ -50,7 +50,7 @@ def _asker(answers: dict[int, int]) -> tuple[Callable[[int, str | None, bytes | 
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-def test_a_sequence_with_nothing_to_do_is_not_entered(syntax: str) -> None:
+def test_a_sequence_with_nothing_to_do_is_not_entered(syntax: UID) -> None:
     raw = _raw_sequence([_code(), _code("Abdomen")], syntax)
     ask, seen = _asker({})
     assert not sequence_needs_walk(raw.value, raw.is_implicit_VR, raw.is_little_endian, ask)
@@ -58,7 +58,7 @@ def test_a_sequence_with_nothing_to_do_is_not_entered(syntax: str) -> None:
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-def test_one_element_that_needs_doing_is_enough(syntax: str) -> None:
+def test_one_element_that_needs_doing_is_enough(syntax: UID) -> None:
     raw = _raw_sequence([_code(), _code("Abdomen")], syntax)
     ask, _ = _asker({CODE_MEANING: NEEDED})
     assert sequence_needs_walk(raw.value, raw.is_implicit_VR, raw.is_little_endian, ask)

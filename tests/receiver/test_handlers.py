@@ -18,10 +18,16 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+)
 from pynetdicom import _config
 from pynetdicom.dsutils import encode
-from pynetdicom.sop_class import CTImageStorage, Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import
 
 from appliance.synthetic import planted_phi, sample_patients
 from tests.receiver.harness import (
@@ -65,7 +71,8 @@ def chunked() -> Iterator[None]:
 
 
 def _path(folder: ReceiverDir, ds: Dataset) -> Path:
-    return folder.store / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    return (folder.store / str(ds.StudyInstanceUID) / str(ds.SeriesInstanceUID)
+            / f"{ds.SOPInstanceUID}.dcm")
 
 
 def _assert_indexed(folder: ReceiverDir, ds: Dataset, calling: str) -> None:
@@ -307,7 +314,7 @@ def _set_invalid(ds: Dataset, keyword: str, value: str) -> None:
         warnings.simplefilter("ignore", UserWarning)
         setattr(ds, keyword, value)
         if keyword == "SOPInstanceUID":
-            ds.file_meta.MediaStorageSOPInstanceUID = value
+            ds.file_meta.MediaStorageSOPInstanceUID = UID(value)
 
 
 def _evil_files(root: Path) -> list[Path]:

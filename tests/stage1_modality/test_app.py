@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import
 
 from appliance.demo.nodes import free_port
 from appliance.models import InstanceState

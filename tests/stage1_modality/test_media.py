@@ -8,6 +8,7 @@ explicitly and finish their queued work first.
 from __future__ import annotations
 
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pydicom
@@ -44,8 +45,9 @@ def _studies(node: NodeDir) -> dict[str, tuple[StudyState, int]]:
     return listed
 
 
-def _instances_by_study(node: NodeDir) -> dict[str, int]:
-    counts: dict[str, int] = {}
+def _instances_by_study(node: NodeDir) -> dict[str | None, int]:
+    """Instances per new Study Instance UID (None: instances that never got one)."""
+    counts: dict[str | None, int] = {}
     with node.engine.connect() as conn:
         for study in conn.scalars(select(Instance.new_study_instance_uid)):
             counts[study] = counts.get(study, 0) + 1
@@ -127,10 +129,13 @@ def test_existing_media_is_not_overwritten_without_overwrite(node: NodeDir,
     done = node.tce("stage1", "media", "write", str(out), "--all", "--overwrite")
     assert done.returncode == 0, done.stderr
     assert len(_load(out)) == 22
-    assert all(_media_written_at(node)[uid] > at for uid, at in written_before.items())
+    written_after = _media_written_at(node)
+    for uid, at in written_before.items():
+        later = written_after[uid]
+        assert at is not None and later is not None and later > at, uid
 
 
-def _media_written_at(node: NodeDir) -> dict[str, object]:
+def _media_written_at(node: NodeDir) -> dict[str, datetime | None]:
     with node.engine.connect() as conn:
         return {uid: at for uid, at in conn.execute(
             select(Study.new_study_instance_uid, Study.media_written_at))}

@@ -57,7 +57,7 @@ def _response(status: int, message_id: int, comment: str | None = None) -> P_DAT
     primitive.MessageIDBeingRespondedTo, primitive.Status = message_id, status
     primitive.AffectedSOPClassUID, primitive.AffectedSOPInstanceUID = CTImageStorage, "1.2.3"
     if comment:
-        primitive.ErrorComment = comment
+        primitive.ErrorComment = comment  # type: ignore[assignment]  # inferred None from __init__
     message = C_STORE_RSP()
     message.primitive_to_message(primitive)
     encoded = encode(message.command_set, True, True)
@@ -77,7 +77,9 @@ def _association() -> Association:
 def test_store_responses_are_read_without_pydicom(status: int, comment: str | None) -> None:
     dimse = StoreResponseDIMSE(_association())
     dimse.receive_primitive(_response(status, 42, comment))
-    context_id, response = dimse.get_msg(block=False)
+    # The queue is typed for pynetdicom's primitives; StoreResponseDIMSE also puts its own.
+    message: tuple[int | None, object] = dimse.get_msg(block=False)
+    context_id, response = message
     assert context_id == 5
     assert response == StoreResponse(status, 42)
 
@@ -93,6 +95,7 @@ def test_other_messages_take_pynetdicoms_decoder() -> None:
     dimse.receive_primitive(second)
     _, response = dimse.get_msg(block=False)
     assert not isinstance(response, StoreResponse)
+    assert isinstance(response, C_STORE)
     assert response.Status == 0 and response.MessageIDBeingRespondedTo == 3
 
 

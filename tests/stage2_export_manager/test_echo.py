@@ -94,7 +94,10 @@ def propose(port: int, *abstract_syntaxes: str, calling: str = "PYSEND"
     assoc = ae.associate(LOOPBACK, port, ae_title=CALLED)
     assert not assoc.is_rejected, "stage 2 rejected the association as a whole"
     accepted = [str(cx.abstract_syntax) for cx in assoc.accepted_contexts]
-    rejected = [(str(cx.abstract_syntax), int(cx.result)) for cx in assoc.rejected_contexts]
+    rejected = []
+    for cx in assoc.rejected_contexts:
+        assert cx.result is not None  # the A-ASSOCIATE-AC gives every rejected context one
+        rejected.append((str(cx.abstract_syntax), int(cx.result)))
     assert assoc.is_established == bool(accepted)
     if assoc.is_established:
         assoc.release()

@@ -189,7 +189,7 @@ def test_serve_imports_dropped_media_and_exports_after_approval(tmp_path: Path,
     assert received == sent and len(sent) == 21 and set(received.values()) == {1}
     assert beat.ae_title == "TCE_STAGE2" and beat.pid == proc.pid
     assert beat.port == data["stage2"]["port"]  # its C-ECHO SCP (see test_echo.py)
-    assert len(exported) == 4 and all(s.startswith("job-") for s in exported)
+    assert len(exported) == 4 and all(s is not None and s.startswith("job-") for s in exported)
     log = (root / "logs" / "tce.log").read_text()
     assert '"event": "media.imported"' in log and '"event": "stage2.stopped"' in log
     assert "usb-stick" not in log  # folders are logged by hash, never by name

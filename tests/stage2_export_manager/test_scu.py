@@ -23,6 +23,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import (
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -113,11 +114,14 @@ class RecordingSCP:
         self.lock = threading.Lock()
         ae = AE(ae_title=RECEIVER)
         for context in AllStoragePresentationContexts:
+            assert context.abstract_syntax is not None  # pynetdicom's list names every one
             if context.abstract_syntax not in refuse:
                 ae.add_supported_context(context.abstract_syntax,
                                          [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        server = ae.start_server(("127.0.0.1", self.port), block=False,
+                                 evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        assert server is not None  # block=False returns the running server
+        self.server = server
 
     def _store(self, event: Any) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)
@@ -149,7 +153,7 @@ class RecordingSCP:
 
 
 def write_instance(folder: Path, sop_class: str = CTImageStorage,
-                   syntax: str = ExplicitVRLittleEndian, pixels: int = 64 * 64) -> Path:
+                   syntax: UID = ExplicitVRLittleEndian, pixels: int = 64 * 64) -> Path:
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, generate_uid()
     ds.StudyInstanceUID, ds.SeriesInstanceUID = "2.25.1", "2.25.2"
@@ -292,6 +296,7 @@ def test_unreachable_and_refusing_receivers(tmp_path: Path, files: list[Path]) -
     ae.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
     port = free_port()
     server = ae.start_server(("127.0.0.1", port), block=False)
+    assert server is not None  # block=False returns the running server
     try:
         with pytest.raises(AssociationFailed, match="rejected the association") as info:
             send(Peer(RECEIVER, "127.0.0.1", port), items_for(files), timeouts=Timeouts(5, 5, 5))
