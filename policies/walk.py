@@ -56,8 +56,8 @@ IDENTIFYING_CODE_SEQUENCES = frozenset({
     0x00401101,  # Person Identification Code Sequence
     0x00080082,  # Institution Code Sequence
 })
-_ILLEGAL_PRIVATE_GROUPS = frozenset({0x0001, 0x0003, 0x0005, 0x0007, 0xFFFF})
-_KEEP_SAFE = PlannedAction(Rule(Op.KEEP), "K", "retain_safe_private: known safe")
+ILLEGAL_PRIVATE_GROUPS = frozenset({0x0001, 0x0003, 0x0005, 0x0007, 0xFFFF})
+KEEP_SAFE = PlannedAction(Rule(Op.KEEP), "K", "retain_safe_private: known safe")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _ITEM_TAG_BYTES = b"\xfe\xff\x00\xe0"
 
@@ -94,7 +94,7 @@ class Walker(ValueActions):
             tag_int = int(tag)
             if tag_int & 0x10000:
                 if creators is None:
-                    creators = _creators(ds, self.encodings)
+                    creators = private_creators(ds, self.encodings)
                 self._private(ds, tag, elem, mode, prefix, creators)
                 continue
             planned = public.get(tag_int)
@@ -103,11 +103,11 @@ class Walker(ValueActions):
                     planned = plan.for_public(tag_int, elem.VR)
                 if planned is None:
                     if mode is not Mode.NORMAL:
-                        self._free_text(ds, tag, elem, _vr(tag_int, elem.VR), mode, prefix)
+                        self._free_text(ds, tag, elem, element_vr(tag_int, elem.VR), mode, prefix)
                     elif sweep is not None and tag_int in kept_text:
-                        elem = _loaded(ds, tag, elem)
+                        elem = loaded_element(ds, tag, elem)
                         if sweep.hit(elem.value):
-                            self.clean_text(ds, tag, elem, _vr(tag_int, elem.VR),
+                            self.clean_text(ds, tag, elem, element_vr(tag_int, elem.VR),
                                             prefix + keyword_or_tag(tag_int),
                                             "kept text held a patient identifier")
                     continue
@@ -124,7 +124,7 @@ class Walker(ValueActions):
         tag_int = int(tag)
         if vr not in FREE_TEXT_VRS:
             return
-        elem = _loaded(ds, tag, elem)
+        elem = loaded_element(ds, tag, elem)
         if tag_int in CODE_TAGS and mode is not Mode.DUMMY_ALL:
             # Controlled terminology stays, unless a (local) code names the patient.
             if self.sweep is not None and self.sweep.hit(elem.value):
@@ -150,12 +150,12 @@ class Walker(ValueActions):
             if tag_int & 0xFFFF == 0x3000 and 0x6000 <= tag_int >> 16 <= 0x60FF:
                 self.pending_groups.append(tag_int >> 16)  # the rest of the overlay goes too
             return
-        elem = _loaded(ds, tag, elem)
-        vr = _vr(tag_int, elem.VR)
+        elem = loaded_element(ds, tag, elem)
+        vr = element_vr(tag_int, elem.VR)
         if " or " in vr:  # ambiguous (US or SS, OB or OW): pydicom resolves it from the dataset
             elem = ds[tag]
             vr = elem.VR
-        if vr == "SQ" or (vr == "UN" and _looks_like_sequence(elem)):
+        if vr == "SQ" or (vr == "UN" and looks_like_sequence(elem)):
             if op is Op.KEEP and mode is Mode.NORMAL and not self._needs_walk(elem):
                 return
             self._apply_sequence(ds, tag, planned, mode, prefix)
@@ -211,7 +211,7 @@ class Walker(ValueActions):
                 return NEEDED if hit else NOTHING
         if planned.op is not Op.KEEP:
             return NEEDED
-        return ENTER if _vr(tag, vr) == "SQ" else NOTHING
+        return ENTER if element_vr(tag, vr) == "SQ" else NOTHING
 
     def _recurse(self, ds: Dataset, tag: BaseTag, mode: Mode, path: str) -> None:
         value = ds[tag].value
@@ -229,7 +229,7 @@ class Walker(ValueActions):
                  creators: dict[int, str]) -> None:
         tag_int = int(tag)
         group, element = tag_int >> 16, tag_int & 0xFFFF
-        if group in _ILLEGAL_PRIVATE_GROUPS or element < 0x0010:
+        if group in ILLEGAL_PRIVATE_GROUPS or element < 0x0010:
             del ds[tag]
             self.note(tag_int, f"{prefix}({group:04X},{element:04X})", "X",
                       "illegal private group or element")
@@ -240,7 +240,7 @@ class Walker(ValueActions):
         offset = element & 0xFF
         planned = self.plan.for_private(group, creator, offset) or self.plan.private_default
         if planned.clean is CleanKind.PRIVATE:
-            planned = _KEEP_SAFE if creator and self._is_safe(group, creator, offset) else (
+            planned = KEEP_SAFE if creator and self._is_safe(group, creator, offset) else (
                 self.plan.private_remove)
         if planned.op is Op.REMOVE or not creator:
             del ds[tag]
@@ -250,7 +250,7 @@ class Walker(ValueActions):
         if planned.op is Op.KEEP:
             self._keep_private(ds, tag, elem, mode, prefix)
             return
-        if elem.VR in (None, "UN") and not _looks_like_sequence(elem):
+        if elem.VR in (None, "UN") and not looks_like_sequence(elem):
             elem = ds[tag]  # pydicom's private dictionary may know the VR
         self._apply(ds, tag, elem, planned, mode, prefix)
 
@@ -261,7 +261,7 @@ class Walker(ValueActions):
         vr = elem.VR
         path = f"{prefix}({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X})"
         if vr is None or vr == "UN":
-            if not _looks_like_sequence(elem):
+            if not looks_like_sequence(elem):
                 if self._swept_out(elem, mode):  # opaque bytes naming the patient: removed
                     del ds[tag]
                     self.note(tag, path, "X", "kept private value held a patient identifier")
@@ -274,7 +274,7 @@ class Walker(ValueActions):
             if mode is not Mode.NORMAL or self._needs_walk(elem):
                 self._recurse(ds, tag, mode, path)
         elif vr == "UI" and self.plan.basic and Option.RETAIN_UIDS not in self.policy.options:
-            self.uid(ds, tag, elem, vr, _KEEP_SAFE, path)
+            self.uid(ds, tag, elem, vr, KEEP_SAFE, path)
         elif mode is not Mode.NORMAL and vr in FREE_TEXT_VRS:
             self._free_text(ds, tag, elem, vr, mode, prefix)
 
@@ -289,8 +289,11 @@ class Walker(ValueActions):
         return is_declared_safe(self.declared, group, creator, offset)
 
 
+# The element helpers below are public because :mod:`appliance.verify.walk`, which must decide
+# exactly as this walk does, reads elements through them too.
 
-def _vr(tag: int, vr: str | None) -> str:
+
+def element_vr(tag: int, vr: str | None) -> str:
     """The element's VR: as encoded, else (implicit VR, UN) from the data dictionary."""
     if vr and vr != "UN":
         return vr
@@ -298,14 +301,16 @@ def _vr(tag: int, vr: str | None) -> str:
     return entry[0] if entry is not None else (vr or "UN")
 
 
-def _loaded(ds: Dataset, tag: BaseTag, elem: AnyElement) -> AnyElement:
+def loaded_element(ds: Dataset, tag: BaseTag, elem: AnyElement) -> AnyElement:
     """The element with its value: a deferred one (read with ``defer_size``) is read now."""
     if elem.value is None and isinstance(elem, RawDataElement) and elem.length:
         return ds[tag]
     return elem
 
 
-def _looks_like_sequence(elem: AnyElement) -> bool:
+def looks_like_sequence(elem: AnyElement) -> bool:
+    """Whether an element may hold items: SQ, or raw bytes of undefined length or that start
+    with an Item tag (a private or UN sequence pydicom has not parsed)."""
     if elem.VR == "SQ":
         return True
     if isinstance(elem, DataElement):
@@ -315,7 +320,7 @@ def _looks_like_sequence(elem: AnyElement) -> bool:
         isinstance(value, bytes) and value[:4] == _ITEM_TAG_BYTES)
 
 
-def _creators(ds: Dataset, encodings: list[str]) -> dict[int, str]:
+def private_creators(ds: Dataset, encodings: list[str]) -> dict[int, str]:
     """Private Creator of every block in ``ds``, by ``group << 8 | block``, normalised."""
     found: dict[int, str] = {}
     for tag, elem in ds.items():

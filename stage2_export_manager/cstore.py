@@ -7,12 +7,13 @@ a measurement on a 2-core machine showed it mattered (numbers in benchmarks/stag
 * :class:`WakingDUL`: pynetdicom's DUL thread sleeps 1 ms whenever it finds nothing to do, so
   each C-STORE waited up to a millisecond to start and again to see its response. This DUL waits
   in ``select()`` on the socket and on a pipe written when a PDU is queued.
-* :class:`HeldCheckpoint`: ``send_c_store`` pauses the requestor's reactor thread by clearing an
-  Event and polling a flag that can still be stale from the previous call; the reactor then takes
-  the C-STORE-RSP off the queue itself ("Received unexpected C-STORE service message") and the
-  SCU waits out the DIMSE timeout and gets an empty status, after which the association is
-  aborted. With four parallel associations it lost 232 of 2,000 instances in one run. Here the
-  reactor stays paused for the life of the association.
+* :class:`appliance.dimse.HeldCheckpoint` (through :class:`appliance.dimse.HeldReactorAE`):
+  ``send_c_store`` pauses the requestor's reactor thread by clearing an Event and polling a flag
+  that can still be stale from the previous call; the reactor then takes the C-STORE-RSP off the
+  queue itself ("Received unexpected C-STORE service message") and the SCU waits out the DIMSE
+  timeout and gets an empty status, after which the association is aborted. With four parallel
+  associations it lost 232 of 2,000 instances in one run. Here the reactor stays paused for the
+  life of the association (:func:`appliance.dimse.hold_reactor`).
 * :func:`c_store`: the C-STORE-RQ command set (7 elements) is packed with ``struct`` and the
   staged file's data set streamed from disk in PDU-sized P-DATA fragments. ``send_c_store(path)``
   streams too, but encodes the command set twice through pydicom and re-reads the file meta per
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom._handlers import (
     standard_dimse_recv_handler,
     standard_dimse_sent_handler,
@@ -48,6 +49,12 @@ from pynetdicom.dsutils import split_dataset
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
+
+# Re-exported: the SCU, the benchmark and the tests take them from here.
+from appliance.dimse import HeldCheckpoint as HeldCheckpoint
+from appliance.dimse import HeldReactorAE
+from appliance.dimse import hold_reactor as hold_reactor
+from appliance.dimse import release_reactor as release_reactor
 
 C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
 PRIORITY_MEDIUM = 0x0000
@@ -154,27 +161,6 @@ class WakingDUL(DULServiceProvider):
             idle = False
 
 
-class HeldCheckpoint(threading.Event):
-    """The association reactor's pause Event, which cannot be re-opened while held."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._held = False
-        super().set()
-
-    def hold(self) -> None:
-        self._held = True
-        self.clear()
-
-    def set(self) -> None:
-        if not self._held:
-            super().set()
-
-    def release(self) -> None:
-        self._held = False
-        super().set()
-
-
 @dataclass(frozen=True)
 class StoreResponse:
     """The two fields of a C-STORE-RSP the SCU acts on."""
@@ -200,8 +186,8 @@ class StoreResponseDIMSE(DIMSEServiceProvider):
         super().receive_primitive(primitive)
 
 
-class StreamingAE(AE):
-    """An AE whose requestor associations use the pieces above.
+class StreamingAE(HeldReactorAE):
+    """An AE whose requestor associations use the pieces above, and a held reactor.
 
     ``_create_socket`` is the one hook pynetdicom calls between building a requestor
     Association and starting its threads.
@@ -212,32 +198,12 @@ class StreamingAE(AE):
         assoc.dimse = StoreResponseDIMSE(assoc)
         assoc.acse_timeout = assoc.acse_timeout  # the setters push timeouts into the new DUL
         assoc.network_timeout = assoc.network_timeout
-        assoc._reactor_checkpoint = HeldCheckpoint()
         for event, handler in ((evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
                                (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
                                (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
                                (evt.EVT_PDU_SENT, standard_pdu_sent_handler)):
             assoc.unbind(event, handler)  # debug-log formatting of every PDU: pure overhead
         return super()._create_socket(assoc, address, tls_args)
-
-
-def hold_reactor(assoc: Any, timeout: float = 2.0) -> None:
-    """Pause the requestor reactor for good; returns once it is blocked (or the timeout ends).
-
-    After ``hold()`` the reactor finishes at most the iteration it is in (a 1 ms sleep), then
-    blocks; waiting a few iterations before trusting ``_is_paused`` rules out a stale True.
-    """
-    assoc._reactor_checkpoint.hold()
-    time.sleep(0.005)
-    deadline = time.monotonic() + timeout
-    while not assoc._is_paused and time.monotonic() < deadline:
-        time.sleep(0.0005)
-
-
-def release_reactor(assoc: Any) -> None:
-    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
-    if isinstance(checkpoint, HeldCheckpoint):
-        checkpoint.release()
 
 
 # --- C-STORE ------------------------------------------------------------------------------

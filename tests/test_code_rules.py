@@ -30,7 +30,8 @@ def test_ruff_finds_nothing() -> None:
 @pytest.mark.parametrize("argv", [
     ("--strict", "policies"),
     ("appliance", "stage1_modality", "stage2_export_manager", "receiver", "pdi", "benchmarks"),
-], ids=["engine-strict", "product"])
+    ("tests",),
+], ids=["engine-strict", "product", "tests"])
 def test_mypy_finds_nothing(argv: tuple[str, ...], tmp_path: Path) -> None:
     done = _run("mypy", "--cache-dir", str(tmp_path / "cache"), *argv)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -89,6 +89,38 @@ def _quiet_connect_errors() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def echo_caller(allowed_callers: Sequence[str], default: str = ECHO_CALLING
+                ) -> tuple[str, tuple[str, int] | None]:
+    """A calling AE title (and source address) that a node with this allow-list accepts."""
+    if not allowed_callers:
+        return default, None
+    calling, _, host = allowed_callers[0].partition("@")
+    return calling, ((host, 0) if host else None)
+
+
+def wait_answering(proc: subprocess.Popen[bytes], host: str, port: int, called: str, *,
+                   calling: str = ECHO_CALLING, bind_address: tuple[str, int] | None = None,
+                   timeout: float = 60.0, what: str = "node",
+                   log: Callable[[], str] | None = None) -> None:
+    """Until the node ``proc`` answers C-ECHO at ``host:port``; raises :class:`NodeError` if it
+    exits first or stays mute for ``timeout`` seconds (the error ends with ``log()``).
+
+    Shared by :class:`NodeProcess` and the test harnesses, which start nodes their own way."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise NodeError(f"{what} exited with status {proc.returncode} before answering"
+                            f" C-ECHO on port {port}:\n{log() if log else ''}")
+        with _quiet_connect_errors():
+            status = echo(host, port, called, calling=calling, bind_address=bind_address,
+                          timeout=2)
+        if status == SUCCESS:
+            return
+        time.sleep(0.1)
+    raise NodeError(f"{what} did not answer C-ECHO on port {port} within {timeout:.0f} s:\n"
+                    f"{log() if log else ''}")
 
 
 def tce_command() -> list[str]:
@@ -176,30 +208,12 @@ class NodeProcess:
         """The node's own JSON-lines log (``log_file`` in its tce.yaml), if it has one."""
         return self.settings.log_file
 
-    def _echo_caller(self) -> tuple[str, tuple[str, int] | None]:
-        """A calling AE (and source address) the node's allow-list accepts."""
-        section = self.settings.stage1 if self.role == "stage1" else self.settings.receiver
-        if not section.allowed_callers:
-            return ECHO_CALLING, None
-        calling, _, host = section.allowed_callers[0].partition("@")
-        return calling, ((host, 0) if host else None)
-
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until a C-ECHO succeeds; raises :class:`NodeError` if the node exits or stays mute."""
-        calling, bind = self._echo_caller()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise NodeError(f"{self.role} exited with status {self.proc.returncode} before"
-                                f" answering C-ECHO on port {self.port}:\n{self.log_tail()}")
-            with _quiet_connect_errors():
-                status = echo(self.host, self.port, self.ae_title, calling=calling,
-                              bind_address=bind, timeout=2)
-            if status == SUCCESS:
-                return
-            time.sleep(0.1)
-        raise NodeError(f"{self.role} did not answer C-ECHO on port {self.port} within"
-                        f" {timeout:.0f} s:\n{self.log_tail()}")
+        section = self.settings.stage1 if self.role == "stage1" else self.settings.receiver
+        calling, bind = echo_caller(section.allowed_callers)
+        wait_answering(self.proc, self.host, self.port, self.ae_title, calling=calling,
+                       bind_address=bind, timeout=timeout, what=self.role, log=self.log_tail)
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM, as an operator or systemd would; raises :class:`NodeError` unless exit 0."""

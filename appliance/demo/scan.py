@@ -45,8 +45,16 @@ class ScanResult:
         return len({v for values in self.hits.values() for v in values})
 
 
-def needles(values: Iterable[str]) -> list[Needle]:
-    found: dict[bytes, Needle] = {}
+def byte_forms(values: Iterable[str]) -> dict[bytes, tuple[str, str]]:
+    """Every byte string a value could have been written as: {bytes: (value, encoding)}.
+
+    Each value as typed and upper-cased, in each of :data:`ENCODINGS` that can hold it; for
+    ISO 2022-JP also the JIS bytes between the escape sequences, as DICOM writes them per
+    component. ASCII values shorter than :data:`MIN_LENGTH` are left out. Where two values or
+    encodings give the same bytes, the first keeps them. The tests' PHI scan searches the same
+    forms, so what they find is what the demo would.
+    """
+    found: dict[bytes, tuple[str, str]] = {}
     for value in dict.fromkeys(values):
         if len(value) < MIN_LENGTH and value.isascii():
             continue
@@ -60,8 +68,12 @@ def needles(values: Iterable[str]) -> list[Needle]:
                 if encoding == "iso2022_jp" and b"\x1b" in data:
                     forms += [part[2:] for part in data.split(b"\x1b") if len(part) > 4]
                 for form in forms:
-                    found.setdefault(form, Needle(value, form))
-    return list(found.values())
+                    found.setdefault(form, (value, encoding))
+    return found
+
+
+def needles(values: Iterable[str]) -> list[Needle]:
+    return [Needle(value, data) for data, (value, _encoding) in byte_forms(values).items()]
 
 
 def _pixel_ranges(path: Path, data: bytes) -> list[tuple[int, int]]:

@@ -10,24 +10,28 @@ pynetdicom pauses the requestor's reactor thread around each ``send_c_store`` by
 Event and polling a flag that can be stale; the reactor may then take the C-STORE response off
 the queue itself, and the store waits out the DIMSE timeout with an empty status (see
 ``stage2_export_manager.cstore``, where this was measured). This sender only ever issues
-C-STOREs, so it keeps the reactor paused for the whole association (:class:`_HeldCheckpoint`),
-and counts a missing status as "no response", never as success.
+C-STOREs, so it keeps the reactor paused for the whole association, as stage 2's SCU does
+(:class:`appliance.dimse.HeldReactorAE`, :func:`appliance.dimse.hold_reactor`), and counts a
+missing status as "no response", never as success.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE, evt
+from pynetdicom import evt
 
-from appliance.dimse import quiet_identifiers, set_nodelay
+from appliance.dimse import (
+    HeldReactorAE,
+    hold_reactor,
+    quiet_identifiers,
+    release_reactor,
+    set_nodelay,
+)
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR: not an instance to store
 MAX_CONTEXTS = 120  # PS3.8 allows 128 presentation contexts per association
@@ -71,44 +75,6 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
-
-
-class _HeldCheckpoint(threading.Event):
-    """The association reactor's pause Event; while held, ``set()`` cannot re-open it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held = False
-        super().set()
-
-    def set(self) -> None:
-        if not self.held:
-            super().set()
-
-    def hold(self) -> None:
-        self.held = True
-        self.clear()
-
-    def release(self) -> None:
-        self.held = False
-        super().set()
-
-
-class _StoreAE(AE):
-    """An AE whose requestor associations get a :class:`_HeldCheckpoint` before they start."""
-
-    def _create_socket(self, assoc: Any, address: Any, tls_args: Any) -> Any:
-        assoc._reactor_checkpoint = _HeldCheckpoint()
-        return super()._create_socket(assoc, address, tls_args)
-
-
-def _hold_reactor(assoc: Any, timeout: float = 2.0) -> None:
-    """Pause the reactor until released; returns once it is blocked (its loop sleeps 1 ms)."""
-    assoc._reactor_checkpoint.hold()
-    time.sleep(0.005)  # a few reactor iterations: rules out a stale "paused" flag
-    deadline = time.monotonic() + timeout
-    while not assoc._is_paused and time.monotonic() < deadline:
-        time.sleep(0.0005)
 
 
 def classify(folder: Path) -> tuple[list[_File], list[tuple[Path, str]]]:
@@ -167,7 +133,7 @@ def send_folder(folder: Path, host: str, port: int, called: str, *,
 
 def _send_batch(batch: list[_File], host: str, port: int, called: str, calling: str,
                 timeout: float, report: SendReport) -> None:
-    ae = _StoreAE(ae_title=calling)
+    ae = HeldReactorAE(ae_title=calling)
     for pair in dict.fromkeys((f.sop_class_uid, f.transfer_syntax_uid) for f in batch):
         ae.add_requested_context(pair[0], [pair[1]])
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
@@ -178,7 +144,7 @@ def _send_batch(batch: list[_File], host: str, port: int, called: str, calling: 
                               f" {calling} (rejected, or nothing listening)")
     accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
                 for cx in assoc.accepted_contexts}
-    _hold_reactor(assoc)
+    hold_reactor(assoc)
     try:
         for item in batch:
             if (item.sop_class_uid, item.transfer_syntax_uid) not in accepted:
@@ -195,7 +161,6 @@ def _send_batch(batch: list[_File], host: str, port: int, called: str, calling: 
             else:
                 report.refused.append((item.path, status))
     finally:
-        checkpoint: Any = assoc._reactor_checkpoint
-        checkpoint.release()
+        release_reactor(assoc)
         if assoc.is_established:
             assoc.release()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydicom.datadict import DicomDictionary  # type: ignore[attr-defined]
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -30,15 +29,21 @@ from appliance.verify.text import is_dummy_or_pseudonym_name, text_kinds
 from appliance.verify.uids import Reference, References, check_uid, is_storage_class
 from policies.annex_e import MARKER_TAGS, CleanKind, Plan, PlannedAction, keyword_or_tag
 from policies.charset import AnyElement, encodings_of, raw_strings
-from policies.model import Op, Option, Policy, Rule
-from policies.private import SafePrivateTable, is_declared_safe, normalise_creator
+from policies.model import Op, Option, Policy
+from policies.private import SafePrivateTable, is_declared_safe
 from policies.values import FREE_TEXT_VRS
-from policies.walk import CODE_TAGS, IDENTIFYING_CODE_SEQUENCES, Mode
+from policies.walk import (
+    CODE_TAGS,
+    IDENTIFYING_CODE_SEQUENCES,
+    ILLEGAL_PRIVATE_GROUPS,
+    KEEP_SAFE,
+    Mode,
+    element_vr,
+    loaded_element,
+    looks_like_sequence,
+    private_creators,
+)
 
-_ILLEGAL_PRIVATE_GROUPS = frozenset({0x0001, 0x0003, 0x0005, 0x0007, 0xFFFF})
-_KEEP_SAFE = PlannedAction(Rule(Op.KEEP), "K", "retain_safe_private: known safe")
-_UNDEFINED_LENGTH = 0xFFFFFFFF
-_ITEM_TAG_BYTES = b"\xfe\xff\x00\xe0"
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _REFERENCED_SOP_CLASS_UID = 0x00081150
 _REFERENCED_SOP_INSTANCE_UID = 0x00081155
@@ -96,21 +101,21 @@ class DatasetChecker:
             if tag_int & 0x10000:
                 group, element = tag_int >> 16, tag_int & 0xFFFF
                 path = f"{prefix}({group:04X},{element:04X})"
-                if group in _ILLEGAL_PRIVATE_GROUPS or element < 0x0010:
+                if group in ILLEGAL_PRIVATE_GROUPS or element < 0x0010:
                     self.findings.error(Check.PRIVATE, self.file, path,
                                         "illegal private element (the engine removes these)")
                 elif element <= 0x00FF:
                     creator_tags.append(tag_int)
                 else:
                     if creators is None:
-                        creators = _creators(ds, encodings)
+                        creators = private_creators(ds, encodings)
                     used_blocks.add((group << 8) | (element >> 8))
                     self._private(ds, tag, elem, creators, mode, path, encodings, series)
                 continue
             if not tag_int & 0xFFFF:
                 continue  # a group length: the engine drops them, but it holds no value
             path = prefix + keyword_or_tag(tag_int)
-            vr = _vr(tag_int, elem.VR)
+            vr = element_vr(tag_int, elem.VR)
             planned = self.plan.for_public(tag_int, elem.VR)
             if planned is None:
                 self._unplanned(ds, tag, elem, vr, mode, path, encodings, series, top)
@@ -133,7 +138,7 @@ class DatasetChecker:
         if " or " in vr:  # ambiguous (US or SS, OB or OW): pydicom resolves it from the dataset
             elem = ds[tag]
             vr = elem.VR
-        if vr == "SQ" or (vr == "UN" and _looks_like_sequence(elem)):
+        if vr == "SQ" or (vr == "UN" and looks_like_sequence(elem)):
             self._sequence(ds, tag, planned, mode, path, encodings, series)
         elif op is Op.KEEP or (vr == "UI" and op not in _REMAP_OPS and op is not Op.EMPTY):
             if mode is Mode.NORMAL or vr == "UI":
@@ -149,7 +154,7 @@ class DatasetChecker:
             self._uid(ds, tag, elem, path, encodings, series, top,
                       remap=op in _REMAP_OPS)
         else:
-            values = raw_strings(_loaded(ds, tag, elem), encodings, vr)
+            values = raw_strings(loaded_element(ds, tag, elem), encodings, vr)
             type1_key = top and int(tag) in _TYPE1_KEY_TAGS
             if not check_value_form(self.findings, self.file, path, vr, values, planned,
                                     self.params, type1_key=type1_key) and op is Op.CLEAN:
@@ -200,7 +205,7 @@ class DatasetChecker:
         """Free text inside a D or cleaned sequence: a dummy, or cleaned text (codes stay)."""
         if vr not in FREE_TEXT_VRS:
             return
-        values = raw_strings(_loaded(ds, tag, elem), encodings, vr)
+        values = raw_strings(loaded_element(ds, tag, elem), encodings, vr)
         if int(tag) in CODE_TAGS and mode is not Mode.DUMMY_ALL:
             return  # coded values are controlled terminology; the engine keeps them
         if mode is Mode.CLEAN:
@@ -214,7 +219,7 @@ class DatasetChecker:
         if vr == "UI":
             self._uid(ds, tag, elem, path, encodings, series, top, remap=False)
         elif vr in FREE_TEXT_VRS and int(tag) not in _NOT_SCANNED and int(tag) not in CODE_TAGS:
-            self._scan(vr, raw_strings(_loaded(ds, tag, elem), encodings, vr), path)
+            self._scan(vr, raw_strings(loaded_element(ds, tag, elem), encodings, vr), path)
 
     def _scan(self, vr: str, values: list[str], path: str) -> None:
         """Pattern-check kept or cleaned text: WARNINGs for a person to review."""
@@ -235,7 +240,7 @@ class DatasetChecker:
              encodings: list[str], series: str | None, top: bool, *, remap: bool) -> None:
         tag_int = int(tag)
         refs = self.ctx.refs
-        for value in raw_strings(_loaded(ds, tag, elem), encodings, "UI"):
+        for value in raw_strings(loaded_element(ds, tag, elem), encodings, "UI"):
             value = value.strip("\x00 ")
             if not value:
                 continue
@@ -262,7 +267,7 @@ class DatasetChecker:
         plan = self.plan
         planned = plan.for_private(group, creator, offset) or plan.private_default
         if planned.clean is CleanKind.PRIVATE:
-            planned = _KEEP_SAFE if creator and self._is_safe(group, creator, offset) else (
+            planned = KEEP_SAFE if creator and self._is_safe(group, creator, offset) else (
                 plan.private_remove)
         if not creator:
             self.findings.error(Check.PRIVATE, self.file, path,
@@ -273,16 +278,16 @@ class DatasetChecker:
         elif planned.op is Op.KEEP:
             self._kept_private(ds, tag, elem, mode, path, encodings, series)
         else:
-            if elem.VR in (None, "UN") and not _looks_like_sequence(elem):
+            if elem.VR in (None, "UN") and not looks_like_sequence(elem):
                 elem = ds[tag]  # pydicom's private dictionary may know the VR
-            self._apply(ds, tag, elem, _vr(tag_int, elem.VR), planned, mode, path, encodings,
+            self._apply(ds, tag, elem, element_vr(tag_int, elem.VR), planned, mode, path, encodings,
                         series, False)
 
     def _kept_private(self, ds: Dataset, tag: BaseTag, elem: AnyElement, mode: Mode,
                       path: str, encodings: list[str], series: str | None) -> None:
         vr = elem.VR
         if vr is None or vr == "UN":
-            if not _looks_like_sequence(elem):
+            if not looks_like_sequence(elem):
                 return  # opaque bytes: only the --originals byte scan can look inside
             elem = ds[tag]
             vr = elem.VR
@@ -295,7 +300,7 @@ class DatasetChecker:
                       remap=self.private_ui_remapped)
         elif vr in FREE_TEXT_VRS:
             if mode is Mode.NORMAL:
-                self._scan(vr, raw_strings(_loaded(ds, tag, elem), encodings, vr), path)
+                self._scan(vr, raw_strings(loaded_element(ds, tag, elem), encodings, vr), path)
             else:
                 self._free_text(ds, tag, elem, vr, mode, path, encodings)
 
@@ -306,20 +311,6 @@ class DatasetChecker:
         return is_declared_safe(self.ctx.declared, group, creator, offset)
 
 
-def _vr(tag: int, vr: str | None) -> str:
-    if vr and vr != "UN":
-        return vr
-    entry = DicomDictionary.get(tag)
-    return entry[0] if entry is not None else (vr or "UN")
-
-
-def _loaded(ds: Dataset, tag: BaseTag, elem: AnyElement) -> AnyElement:
-    """The element with its value: a deferred one (read with ``defer_size``) is read now."""
-    if elem.value is None and isinstance(elem, RawDataElement) and elem.length:
-        return ds[tag]
-    return elem
-
-
 def _is_empty(elem: AnyElement) -> bool:
     if isinstance(elem, RawDataElement):
         return elem.length == 0
@@ -328,27 +319,6 @@ def _is_empty(elem: AnyElement) -> bool:
         isinstance(value, list | tuple | Sequence) and len(value) == 0)
 
 
-def _looks_like_sequence(elem: AnyElement) -> bool:
-    if elem.VR == "SQ":
-        return True
-    if isinstance(elem, DataElement):
-        return False
-    value = elem.value
-    return elem.length == _UNDEFINED_LENGTH or (
-        isinstance(value, bytes) and value[:4] == _ITEM_TAG_BYTES)
-
-
 def _first(ds: Dataset, tag: int, encodings: list[str]) -> str:
     values = raw_strings(ds.get_item(tag), encodings)
     return values[0].strip("\x00 ") if values else ""
-
-
-def _creators(ds: Dataset, encodings: list[str]) -> dict[int, str]:
-    found: dict[int, str] = {}
-    for tag in ds.keys():  # noqa: SIM118
-        tag_int = int(tag)
-        if tag_int & 0x10000 and 0x10 <= tag_int & 0xFFFF <= 0xFF:
-            values = raw_strings(ds.get_item(tag), encodings)
-            creator = normalise_creator(values[0]) if values else ""
-            found[((tag_int >> 16) << 8) | (tag_int & 0xFF)] = creator
-    return found

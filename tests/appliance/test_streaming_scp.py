@@ -21,13 +21,14 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from appliance.dimse import CallerRule, scp_contexts
 from appliance.streaming_scp import ScpOptions, StoreRequest, StreamingScp
 from appliance.synthetic import _uid, make_ct_instance, sample_patients
+from tests.stage1_modality.harness import negotiate
 
 EXPLICIT, IMPLICIT = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
@@ -129,20 +130,20 @@ def _associate(port: int, contexts: list[tuple[str, list[str]]] = CT, calling: s
     return ae.associate("127.0.0.1", port, ae_title=CALLED, **kwargs)
 
 
-def _rejection(port: int, **kwargs: Any) -> tuple[int, int, int] | None:
-    seen: list[Any] = []
+def _rejection(port: int, calling: str = "PYSCU",
+               bind_address: tuple[str, int] | None = None) -> tuple[int, int, int] | None:
+    """(result, source, reason) of an A-ASSOCIATE-RJ, or None when the association was accepted.
 
-    def on_acse(event: evt.Event) -> None:
-        primitive = event.primitive  # type: ignore[attr-defined]
-        if getattr(primitive, "result", None) is not None:
-            seen.append(primitive)
-
-    assoc = _associate(port, evt_handlers=[(evt.EVT_ACSE_RECV, on_acse)], **kwargs)
-    if assoc.is_established:
-        assoc.release()
+    Through the stage-1 harness's ``negotiate``, which also reads a rejection that pynetdicom's
+    requestor received but mistook for an abort (a race it has with SCPs that reject at once).
+    """
+    outcome = negotiate(port, CT, calling=calling, called=CALLED, bind_address=bind_address)
+    if outcome.established:
         return None
-    assert assoc.is_rejected, f"not rejected: aborted={assoc.is_aborted}, seen={seen}"
-    return seen[-1].result, seen[-1].result_source, seen[-1].diagnostic
+    assert outcome.rejected, f"neither accepted nor rejected: {outcome}"
+    assert outcome.result is not None and outcome.source is not None
+    assert outcome.reason is not None
+    return outcome.result, outcome.source, outcome.reason
 
 
 # --- data ----------------------------------------------------------------------------------------

@@ -8,13 +8,10 @@ node's SQLite database with a plain engine (NullPool), which never takes the wri
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,31 +23,22 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import Verification
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.pool import NullPool
 
+from appliance.demo.nodes import LOOPBACK, child_environment, free_port, wait_answering
+from appliance.demo.nodes import echo as node_echo
+from appliance.dimse import set_nodelay
 from appliance.models import AuditEvent, Instance, Node, QuarantineItem, Study
 from appliance.settings import Settings, load
 from appliance.synthetic import make_ct_instance, sample_patients
+from tests.stage1_modality.harness import Negotiation
+from tests.stage1_modality.harness import negotiate as stage1_negotiate
 
 TCE = Path(sys.executable).parent / "tce"
 CALLED = "TCE_RECEIVER"
 SUCCESS = 0x0000
 DCMTK_ENV = {"TCP_NODELAY": "1"}  # Debian's dcmtk leaves Nagle on otherwise (45 ms per store)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _nodelay(event: evt.Event) -> None:
-    sock = getattr(event.assoc.dul.socket, "socket", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def dataset_part(data: bytes) -> bytes:
@@ -86,9 +74,7 @@ class ReceiverDir:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "TCE_DATABASE_URL"}
-        env["TCE_CONFIG"] = str(self.config)
-        return env
+        return child_environment(self.config)
 
     def tce(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(TCE), *args], capture_output=True, text=True,
@@ -147,16 +133,10 @@ class RunningReceiver:
         self.wait_ready(echo_as, echo_from)
 
     def wait_ready(self, calling: str, host: str | None, timeout: float = 60) -> None:
-        bind = (host, 0) if host else None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"receiver exited with {self.proc.returncode}:\n"
-                                     f"{self.log()}")
-            if echo(self.port, calling=calling, bind_address=bind, timeout=2) == SUCCESS:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"receiver did not answer C-ECHO within {timeout} s:\n{self.log()}")
+        """Until a C-ECHO succeeds (:func:`appliance.demo.nodes.wait_answering`)."""
+        wait_answering(self.proc, LOOPBACK, self.port, self.ae_title, calling=calling,
+                       bind_address=(host, 0) if host else None, timeout=timeout,
+                       what="receiver", log=self.log)
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM; returns the exit status."""
@@ -213,61 +193,18 @@ class ReceiverFactory:
 
 def echo(port: int, *, calling: str = "PYECHO", called: str = CALLED,
          bind_address: tuple[str, int] | None = None, timeout: float = 10) -> int | None:
-    """C-ECHO with pynetdicom; the status, or None when no association was made."""
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.network_timeout = timeout
-    kwargs: dict[str, Any] = {"bind_address": bind_address} if bind_address else {}
-    assoc = ae.associate("127.0.0.1", port, ae_title=called, **kwargs)
-    if not assoc.is_established:
-        return None
-    try:
-        status = assoc.send_c_echo()
-        return int(status.Status) if "Status" in status else None
-    finally:
-        assoc.release()
-
-
-@dataclass
-class Negotiation:
-    """How an association request ended, as the requestor saw it."""
-
-    established: bool
-    rejected: bool
-    result: int | None = None  # A-ASSOCIATE-RJ result, source and reason
-    source: int | None = None
-    reason: int | None = None
-    accepted: list[str] = field(default_factory=list)
-    rejected_contexts: list[tuple[str, int]] = field(default_factory=list)
+    """C-ECHO on loopback (:func:`appliance.demo.nodes.echo`); the status, or None when no
+    association was made."""
+    return node_echo(LOOPBACK, port, called, calling=calling, bind_address=bind_address,
+                     timeout=timeout)
 
 
 def negotiate(port: int, contexts: Sequence[tuple[str, Sequence[str]]], *,
               calling: str = "PYSEND", bind_address: tuple[str, int] | None = None
               ) -> Negotiation:
     """Request an association with ``contexts`` and release it; what the acceptor answered."""
-    ae = AE(ae_title=calling)
-    for abstract, syntaxes in contexts:
-        ae.add_requested_context(abstract, list(syntaxes))
-    seen: list[Any] = []
-
-    def on_acse(event: evt.Event) -> None:
-        if getattr(event.primitive, "result", None) is not None:
-            seen.append(event.primitive)
-
-    kwargs: dict[str, Any] = {"bind_address": bind_address} if bind_address else {}
-    assoc = ae.associate("127.0.0.1", port, ae_title=CALLED,
-                         evt_handlers=[(evt.EVT_ACSE_RECV, on_acse)], **kwargs)
-    outcome = Negotiation(assoc.is_established, assoc.is_rejected)
-    if seen:
-        outcome.result = seen[-1].result
-        outcome.source = seen[-1].result_source
-        outcome.reason = seen[-1].diagnostic
-    if assoc.is_established:
-        outcome.accepted = [str(cx.abstract_syntax) for cx in assoc.accepted_contexts]
-        outcome.rejected_contexts = [(str(cx.abstract_syntax), int(cx.result))
-                                     for cx in assoc.rejected_contexts]
-        assoc.release()
-    return outcome
+    return stage1_negotiate(port, contexts, calling=calling, called=CALLED,
+                            bind_address=bind_address)
 
 
 def store_contexts(datasets: Iterable[Dataset]) -> list[tuple[str, list[str]]]:
@@ -282,7 +219,7 @@ def open_association(port: int, contexts: Sequence[tuple[str, Sequence[str]]], *
         ae.add_requested_context(abstract, list(syntaxes))
     ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = timeout
     assoc = ae.associate("127.0.0.1", port, ae_title=CALLED,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
+                         evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)])
     assert assoc.is_established, "the Receiver refused an association it should accept"
     return assoc
 

@@ -5,6 +5,8 @@ Set of the dataset: ASCII, Latin-1, UTF-8 or ISO 2022 with JIS X 0208), in a UTF
 file name, a log line or a database column. So every needle is searched for as UTF-8, Latin-1,
 UTF-16 (both byte orders), ISO 2022-JP (with and without its escape sequences) and, for file
 names and text, also upper-cased, since directory records and media labels are often upper case.
+The byte forms are the demo's own (:func:`appliance.demo.scan.byte_forms`): one definition of
+what "written in some encoding" means, for the product's scan and the tests'.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-MIN_LENGTH = 3  # shorter strings (e.g. "MA") would match by chance
+from appliance.demo.scan import MIN_LENGTH, byte_forms
 
 
 @dataclass(frozen=True)
@@ -23,23 +25,9 @@ class Needle:
 
 
 def needles(values: Iterable[str]) -> list[Needle]:
-    found: dict[bytes, Needle] = {}
-    for value in values:
-        if len(value) < MIN_LENGTH and value.isascii():
-            continue
-        for variant in {value, value.upper()}:
-            for encoding in ("utf-8", "latin-1", "utf-16-le", "utf-16-be", "iso2022_jp"):
-                try:
-                    data = variant.encode(encoding)
-                except UnicodeEncodeError:
-                    continue
-                forms = [data]
-                if encoding == "iso2022_jp" and b"\x1b" in data:
-                    # the JIS bytes between the escapes, as DICOM writes them per component
-                    forms += [part[2:] for part in data.split(b"\x1b") if len(part) > 4]
-                for form in forms:
-                    found.setdefault(form, Needle(f"{value!r} as {encoding}", form))
-    return list(found.values())
+    """The demo's byte forms of each value (:func:`appliance.demo.scan.byte_forms`), labelled."""
+    return [Needle(f"{value!r} as {encoding}", data)
+            for data, (value, encoding) in byte_forms(values).items()]
 
 
 def scan(data: bytes, wanted: Iterable[Needle]) -> list[str]:
