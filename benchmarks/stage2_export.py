@@ -322,8 +322,8 @@ def _held_send_c_store(files: list[Path], port: int) -> None:
     from pynetdicom import _config, evt
     from pynetdicom.dimse import DIMSEServiceProvider
 
-    from appliance.dimse import set_nodelay
-    from stage2_export_manager.cstore import StreamingAE, hold_reactor, release_reactor
+    from appliance.dimse import hold_reactor, release_reactor, set_nodelay
+    from stage2_export_manager.cstore import StreamingAE
 
     class PlainDIMSEAE(StreamingAE):
         def _create_socket(self, assoc: Any, address: Any, tls_args: Any) -> Any:

@@ -51,10 +51,7 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 
 # Re-exported: the SCU, the benchmark and the tests take them from here.
-from appliance.dimse import HeldCheckpoint as HeldCheckpoint
 from appliance.dimse import HeldReactorAE
-from appliance.dimse import hold_reactor as hold_reactor
-from appliance.dimse import release_reactor as release_reactor
 
 C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
 PRIORITY_MEDIUM = 0x0000

@@ -33,8 +33,8 @@ from pydicom.uid import UID
 from pynetdicom import evt
 from pynetdicom.presentation import PresentationContext, build_context
 
-from appliance.dimse import MAX_PDU, quiet_identifiers, set_nodelay
-from stage2_export_manager.cstore import StreamingAE, c_store, hold_reactor, release_reactor
+from appliance.dimse import MAX_PDU, hold_reactor, quiet_identifiers, release_reactor, set_nodelay
+from stage2_export_manager.cstore import StreamingAE, c_store
 
 MAX_CONTEXTS = 128  # presentation contexts per association (odd context ids 1..255)
 SUCCESS_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})

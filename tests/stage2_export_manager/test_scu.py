@@ -340,7 +340,7 @@ def test_parallel_associations_lose_nothing(tmp_path: Path) -> None:
 
 
 def test_held_checkpoint_ignores_send_c_store_reopening_it() -> None:
-    from stage2_export_manager.cstore import HeldCheckpoint
+    from appliance.dimse import HeldCheckpoint
 
     checkpoint = HeldCheckpoint()
     assert checkpoint.is_set()
