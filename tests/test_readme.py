@@ -173,7 +173,7 @@ def test_every_tce_command_in_the_readme_exists() -> None:
 
 
 @pytest.mark.parametrize("command", [
-    "tce quarantine list", "tce stage2 release 3", "tce verify DIR --no-such-option",
+    "tce keys rotate", "tce stage2 release 3", "tce verify DIR --no-such-option",
     "tce stage1 media write OUT [--all-completed]",
 ])
 def test_the_command_check_catches_what_does_not_exist(command: str) -> None:

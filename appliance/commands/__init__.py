@@ -15,6 +15,7 @@ COMMAND_MODULES: list[str] = [
     "appliance.commands.stage2",
     "appliance.commands.receiver",
     "appliance.commands.status",
+    "appliance.commands.quarantine",
     "appliance.commands.verify",
     "appliance.commands.demo",
 ]
