@@ -161,7 +161,7 @@ def check_command(command: str, root: argparse.ArgumentParser) -> list[str]:
 def test_the_readme_shows_tce_commands() -> None:
     commands = tce_commands(readme())
     assert len(commands) > 40, "the command extraction found too few tce commands"
-    assert "tce verify DIR [--policy P] [--originals] [--json] [--report FILE]" in commands
+    assert "tce verify DIR [--policy P] [--originals] [--ocr] [--json] [--report FILE]" in commands
 
 
 def test_every_tce_command_in_the_readme_exists() -> None:

@@ -1,4 +1,4 @@
-"""``tce verify DIR [--policy P] [--originals]``: check de-identified output, report, exit status.
+"""``tce verify DIR [--policy P] [--originals] [--ocr]``: check output, report, exit status.
 
 The checks live in :mod:`appliance.verify`; this module parses the arguments, loads the policy
 (and, for ``--originals``, stage 1's configuration, key ring and database), prints the human
@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     " remapping and references, de-identification markers, age bands and date"
                     " forms; flag free text and images for review. With --originals (stage 1,"
                     " needs its key ring and database from --config/TCE_CONFIG), also search"
-                    " every byte for the original identifiers stage 1 sealed.",
+                    " every byte for the original identifiers stage 1 sealed. With --ocr, read"
+                    " the pixels with Tesseract for burned-in text.",
         epilog="Exit status: 0 nothing wrong (warnings for review allowed), 1 a leak or an"
                " integrity error, 2 bad usage or configuration.")
     parser.add_argument("dir", metavar="DIR", type=Path,
@@ -37,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--originals", action="store_true",
                         help="stage 1 only: unseal the originals behind the pseudonyms and"
                              " search every byte of the output for them")
+    parser.add_argument("--ocr", action="store_true",
+                        help="also read the first frame of every image with Tesseract and"
+                             " report burned-in text (counts only, never the words); needs"
+                             " tesseract installed")
     parser.add_argument("--json", action="store_true",
                         help="print the report as JSON instead of the summary")
     parser.add_argument("--report", type=Path, metavar="FILE",
@@ -47,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     from appliance.cli import CommandError, load_settings
     from appliance.verify import load_originals, verify_output
+    from appliance.verify.ocr import tesseract_version
     from policies.loader import PolicyError, resolve_policy
 
     root = args.dir.expanduser().absolute()
@@ -61,9 +67,11 @@ def run(args: argparse.Namespace) -> int:
             policy = resolve_policy(args.policy)
         except PolicyError as exc:
             raise ConfigError(f"--policy: {exc}") from None
+    if args.ocr:
+        tesseract_version()  # exit 2 before unsealing anything if Tesseract is missing
     originals = load_originals(load_settings(args)) if args.originals else None
     try:
-        report = verify_output(root, policy=policy, originals=originals)
+        report = verify_output(root, policy=policy, originals=originals, ocr=args.ocr)
     except OSError as exc:
         raise CommandError(f"cannot read {exc.filename or root}: {exc.strerror}") from None
     finally:

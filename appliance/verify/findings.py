@@ -43,6 +43,7 @@ class Check(StrEnum):
     DICOMDIR = "dicomdir"  # a DICOMDIR record or reference that does not match the files
     FILE = "file"  # an unreadable, duplicate, unchecked or incomplete file
     LEAK = "leak"  # an original identifier found in the output bytes (--originals)
+    OCR = "ocr"  # text Tesseract read in the pixels, or pixels it could not be given (--ocr)
 
 
 @dataclass(frozen=True, order=True)

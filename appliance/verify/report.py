@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from appliance.verify.findings import Finding, Findings
+from appliance.verify.ocr import OcrTotals
 from policies.model import Policy
 
 MAX_LISTED = 200
@@ -47,6 +48,7 @@ class Report:
     dicomdirs: int = 0
     other_files: int = 0
     originals: OriginalsScan | None = None
+    ocr: OcrTotals | None = None
     elapsed: float = 0.0
 
     @property
@@ -73,6 +75,11 @@ class Report:
                 "originals": scan.originals, "patterns": scan.patterns,
                 "forms_too_short": scan.too_short, "files": scan.files, "bytes": scan.bytes,
                 "leaks": scan.leaks},
+            "ocr": None if self.ocr is None else {
+                "tesseract": self.ocr.version, "images": self.ocr.images,
+                "images_with_text": self.ocr.with_text, "words": self.ocr.words,
+                "not_decodable": self.ocr.undecodable,
+                "seconds": round(self.ocr.seconds, 3)},
             "elapsed_seconds": round(self.elapsed, 3),
             "findings": [f.to_json() for f in self.findings.items],
         }
@@ -93,6 +100,12 @@ class Report:
             lines.append(f"  originals      {scan.originals} sealed originals as"
                          f" {scan.patterns} byte patterns{short}; {scan.files} files,"
                          f" {scan.bytes / 1e6:.1f} MB scanned: {scan.leaks} found")
+        ocr = self.ocr
+        if ocr is not None:
+            failed = f", {ocr.undecodable} not decodable" if ocr.undecodable else ""
+            lines.append(f"  ocr            Tesseract {ocr.version}: {ocr.images} images (first"
+                         f" frame) in {ocr.seconds:.2f} s, {ocr.with_text} with text"
+                         f" ({ocr.words} words){failed}")
         lines.append(f"  errors         {len(errors)}")
         lines.append(f"  warnings       {len(warnings)} (for review)")
         lines.append(f"  elapsed        {self.elapsed:.2f} s")

@@ -29,6 +29,7 @@ from appliance.verify.dicomdir import DicomdirCheck, FileSummary, summarise
 from appliance.verify.files import OutputFiles, UnreadableFile, discover, read_dataset
 from appliance.verify.findings import Check, Findings
 from appliance.verify.markers import PolicyCatalogue, check_markers, describe_method, method_texts
+from appliance.verify.ocr import OcrJob, run_ocr, tesseract_version
 from appliance.verify.originals import Original, PatternSet
 from appliance.verify.report import OriginalsScan, PolicyUse, Report
 from appliance.verify.review import check_review
@@ -59,6 +60,7 @@ class _Run:
         self.refs = References()
         self.summaries: dict[Path, FileSummary] = {}
         self._safe: SafePrivateTable | None = None
+        self.ocr_jobs: list[OcrJob] = []
 
     def safe_private(self, policy: Policy) -> SafePrivateTable | None:
         if Option.RETAIN_SAFE_PRIVATE not in policy.options:
@@ -87,6 +89,9 @@ class _Run:
                                summary.values.get(0x0020000E, ""),
                                summary.values.get(0x0020000D, ""), rel)
         self.summaries[path.resolve()] = summary
+        if 0x7FE00010 in ds:
+            self.ocr_jobs.append(OcrJob(path, rel, Option.RETAIN_LONG_FULL_DATES
+                                        not in policy.options))
 
     def set_policy(self) -> Policy | None:
         counts = Counter(key for key, use in self.report.policies.items() for _ in
@@ -97,9 +102,13 @@ class _Run:
 
 
 def verify_output(root: Path, *, policy: Policy | None = None,
-                  originals: list[Original] | None = None) -> Report:
-    """Verify the de-identified output under ``root``; the report says what was found."""
+                  originals: list[Original] | None = None, ocr: bool = False) -> Report:
+    """Verify the de-identified output under ``root``; the report says what was found.
+
+    With ``ocr``, Tesseract reads the first frame of every image (:mod:`.ocr`); without
+    Tesseract installed that raises :class:`appliance.verify.ocr.OcrUnavailable` up front."""
     started = time.monotonic()
+    version = tesseract_version() if ocr else ""
     run = _Run(root, policy)
     findings, report = run.findings, run.report
     files = discover(root)
@@ -142,6 +151,10 @@ def verify_output(root: Path, *, policy: Policy | None = None,
         report.originals = OriginalsScan(len(patterns.originals), len(patterns.by_bytes),
                                          patterns.too_short, totals.files, totals.bytes,
                                          totals.leaks)
+    if ocr:
+        ocr_started = time.monotonic()
+        report.ocr = run_ocr(findings, run.ocr_jobs, originals, version)
+        report.ocr.seconds = time.monotonic() - ocr_started
     report.elapsed = time.monotonic() - started
     return report
 
