@@ -232,16 +232,19 @@ class ValueActions:
         rule = planned.rule
         keyword = keyword_or_tag(tag)
         domain = rule.source or keyword
-        original = self.sources.get(rule.source, "") if rule.source else ""
-        original = original or raw_text(elem, self.encodings)
-        if not original:
+        own = raw_text(elem, self.encodings)
+        basis = (self.sources.get(rule.source, "") if rule.source else "") or own
+        if not basis:
             self.note(tag, path, "pseudonym", "empty, left empty")
             return
         length = rule.length or self.params.pseudonym_length
-        value = actions.fit((rule.prefix or "") + code(self.keys.pseudonym, domain, original,
+        value = actions.fit((rule.prefix or "") + code(self.keys.pseudonym, domain, basis,
                                                        length), vr)
         self.put(ds, tag, vr, value)
-        self.outcome.pseudonyms.append(Pseudonym(keyword, value, original))
+        # The value derives from the source (a name from the Patient ID, so that every spelling
+        # of one patient's name gets one pseudonym), but what it replaced is this element's own
+        # value: that is the original to seal, and the one a leak scan must look for.
+        self.outcome.pseudonyms.append(Pseudonym(keyword, value, own or basis))
         self.note(tag, path, "pseudonym", "override")
 
     def date_shift(self, ds: Dataset, tag: BaseTag, elem: AnyElement, vr: str,

@@ -3,9 +3,9 @@
 Stage 1 seals the original of every pseudonym it issues (:class:`appliance.models.Pseudonym`,
 AES-GCM under the key ring, authenticated with the DICOM keyword). With that key ring,
 verification unseals them all and looks for each one in every byte of the output. The sealed
-values are handled generically: whatever was sealed, under whichever keyword (stage 1's
-PatientName pseudonym is derived from Patient ID, so its sealed original *is* the ID; a policy
-without ``source`` seals the name itself), is searched for.
+values are handled generically: whatever was sealed, under whichever keyword, is searched for.
+(Stage 1's PatientName pseudonym is derived from the Patient ID, but what is sealed under it is
+the name it replaced, each spelling once, so names are searched for too.)
 
 Forms searched. Each original as written; a value with a ``^`` (a person name) also in its
 other component orders and separators (``Given Family``, ``Family, Given``, ``Given^Family``,

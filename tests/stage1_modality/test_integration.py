@@ -203,15 +203,25 @@ def test_sealed_originals_unseal_with_the_key_ring(received: Received,
                                               Pseudonym.sealed)))
         patients_on_studies = set(conn.scalars(select(Study.patient_pseudonym)))
     originals: dict[str, dict[str, str]] = {}
+    names: dict[str, set[str]] = {}
     for keyword, pseudonym, sealed in pseudonyms:
         original = ring.unseal(sealed, keyword.encode()).decode("utf-8")
         assert original != pseudonym
         originals.setdefault(keyword, {})[pseudonym] = original
+        if keyword == "PatientName":
+            names.setdefault(pseudonym, set()).add(original)
     patients = [p for seed in SEEDS for p in sample_patients(seed)]
     assert set(originals["PatientID"].values()) == {p.patient_id for p in patients}
     # stage1-pseudonymize derives the name pseudonym from PatientID (``source: PatientID``), so
-    # one patient keeps one name pseudonym whatever the spelling; the ID is what is sealed.
-    assert set(originals["PatientName"].values()) == {p.patient_id for p in patients}
+    # one patient keeps one name pseudonym whatever the spelling; what is sealed under it is
+    # the name it replaced (each spelling once), so a leak scan can look for the name itself.
+    by_id = {pseudonym.removeprefix("PSN"): original
+             for pseudonym, original in originals["PatientID"].items()}
+    patient_of = {p.patient_id: p for p in patients}
+    assert len(names) == len(patients)
+    for pseudonym, spellings in names.items():
+        patient = patient_of[by_id[pseudonym.removeprefix("PSEUDO^")]]
+        assert patient.name in spellings
     assert set(originals["PatientID"]) == patients_on_studies
     assert len(originals["AccessionNumber"]) == 10
     for keyword in ("AccessionNumber", "StudyID"):

@@ -117,11 +117,11 @@ def test_clean_stage1_media_passes_the_exact_scan(stage1: tuple[NodeDir, Path],
     result = verify(media, "--originals", config=node.config)
     assert result.code == 0, result.summary
     scan = result.report["originals"]
-    # 4 Patient IDs (PatientName is derived from them: same originals), 5 accession numbers,
-    # 5 study IDs; every byte of 22 instances, the DICOMDIR, README.TXT and INDEX.HTM
-    assert (scan["originals"], scan["files"], scan["leaks"]) == (14, 25, 0)
+    # 4 Patient IDs, the 4 names their pseudonyms replaced, 5 accession numbers, 5 study IDs;
+    # every byte of 22 instances, the DICOMDIR, README.TXT and INDEX.HTM
+    assert (scan["originals"], scan["files"], scan["leaks"]) == (18, 25, 0)
     assert result.report["files"] == {"dicom": 22, "dicomdir": 1, "other": 2}
-    assert "14 sealed originals" in result.summary and ": 0 found" in result.summary
+    assert "18 sealed originals" in result.summary and ": 0 found" in result.summary
 
 
 def test_operator_runs_it_as_a_command(stage1: tuple[NodeDir, Path]) -> None:
@@ -220,6 +220,27 @@ def test_name_sealed_by_another_policy_found_in_another_order(
     assert (leak["file"], leak["path"]) == (rel(out, path), "SeriesDescription")
     assert leak["message"].startswith(
         "PatientName original found (another component order as plain text, ASCII)")
+    _no_value_shown(result, DOE.name, f"{given} {family}")
+
+
+def test_the_builtin_stage1_policy_seals_names_so_a_leaked_name_is_found(
+        stage1: tuple[NodeDir, Path], media_copy: Callable[[Path], Path],
+        verify: Callable[..., Result]) -> None:
+    """stage1-pseudonymize derives the name pseudonym from the Patient ID, yet seals the name it
+    replaced: the exact scan looks for the name itself, in every component order."""
+    node, media = stage1
+    out = media_copy(media)
+    family, given = DOE.name.split("^")
+    path = find(out, lambda ds: ds.Modality == "CT" and "PSN" in str(ds.PatientID))
+    ds = pydicom.dcmread(path)
+    ds.SeriesDescription = f"Chest for {given} {family}"  # "John Doe": no pattern sees it
+    ds.save_as(path, enforce_file_format=True)
+    assert verify(out).code == 0
+    result = verify(out, "--originals", config=node.config)
+    assert result.code == 1
+    (leak,) = _leaks(result)
+    assert (leak["file"], leak["path"]) == (rel(out, path), "SeriesDescription")
+    assert leak["message"].startswith("PatientName original found")
     _no_value_shown(result, DOE.name, f"{given} {family}")
 
 
