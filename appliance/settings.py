@@ -152,8 +152,11 @@ class Stage1Settings:
         60, "Seconds without new instances after which a study counts as complete.", minimum=0)
     max_associations: int = _int(10, "Maximum number of simultaneous associations.")
     acse_timeout: int = _int(30, "Seconds to wait for association messages (ACSE).")
-    dimse_timeout: int = _int(60, "Seconds to wait for DIMSE messages.")
-    network_timeout: int = _int(60, "Seconds of network silence before an association is dropped.")
+    dimse_timeout: int = _int(
+        60, "Seconds to wait for the next fragment of a C-STORE request once it has begun; then"
+            " the association is aborted and the partial instance discarded.")
+    network_timeout: int = _int(
+        60, "Seconds an association may idle between messages before it is dropped.")
     sop_classes: tuple[str, ...] = _list(
         "Storage SOP Class UIDs accepted; empty accepts all storage SOP classes.", check_uids)
     transfer_syntaxes: tuple[str, ...] = _list(

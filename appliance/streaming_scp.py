@@ -108,7 +108,8 @@ class ScpOptions:
     allowed_callers: Sequence[CallerRule] = ()
     max_associations: int = 10
     acse_timeout: float = 30
-    network_timeout: float = 60
+    network_timeout: float = 60  # idle between messages
+    dimse_timeout: float = 60  # for the rest of a message once its first fragment came
     max_pdu: int = MAX_PDU
 
 
@@ -213,7 +214,11 @@ class _Association:
         except _Abort as exc:
             how = "aborted"
             self._send_abort(exc.reason)
-        except (_Closed, OSError):  # peer gone, or the network timeout passed
+        except TimeoutError:  # silent peer: before an association just close (ARTIM), else abort
+            how = "timed out" if self.calling_ae else "closed"
+            if self.calling_ae:
+                self._send_abort(0)
+        except (_Closed, OSError):  # peer gone
             how = "aborted" if self.calling_ae else "closed"
         except Exception as exc:  # a bug here must not take the node down
             how = "aborted"
@@ -289,8 +294,16 @@ class _Association:
 
     # -- data transfer phase ------------------------------------------------------------------
     def _transfer(self) -> str:
-        self.sock.settimeout(self.options.network_timeout)
+        idle, busy = self.options.network_timeout, self.options.dimse_timeout
+        current = idle
+        self.sock.settimeout(current)
         while True:
+            # Between messages the association may idle for the network timeout; once a
+            # message has begun, its next fragment must come within the DIMSE timeout.
+            wanted = busy if self.pending is not None or self.command else idle
+            if wanted != current:
+                current = wanted
+                self.sock.settimeout(current)
             kind, length = self._read_header()
             if kind == P_DATA_TF_TYPE:
                 self._p_data(self._read_payload(length))

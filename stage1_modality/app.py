@@ -66,7 +66,8 @@ class Stage1Node:
             scp_contexts(config.sop_classes, effective_transfer_syntaxes(config.transfer_syntaxes)),
             allowed_callers=parse_callers(config.allowed_callers),
             max_associations=config.max_associations, acse_timeout=config.acse_timeout,
-            network_timeout=config.network_timeout), self.handler)
+            network_timeout=config.network_timeout, dimse_timeout=config.dimse_timeout),
+            self.handler)
         self._stop = threading.Event()
         self._serving = False
         # Beats every second: finish_pending() trusts a heartbeat younger than 5 s.

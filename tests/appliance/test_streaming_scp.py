@@ -351,3 +351,29 @@ def _still_serving(running: Running) -> None:
         assert assoc.send_c_echo().Status == 0
     finally:
         assoc.release()
+
+
+def test_a_message_stalled_midway_is_aborted_after_the_dimse_timeout(start: Any) -> None:
+    """Idle between messages, an association may wait for the network timeout; a C-STORE whose
+    dataset stops arriving is given up after the (shorter) DIMSE timeout: A-ABORT, nothing kept."""
+    running = start(dimse_timeout=0.5, network_timeout=30)
+    idle = _associate(running.port)
+    ds = _ct("stalled")[0]
+    stalled = _associate(running.port)
+    try:
+        context_id = int(stalled.accepted_contexts[0].context_id or 0)
+        _send_pdv(stalled, context_id, 0x03, _c_store_command(str(ds.SOPInstanceUID)))
+        _send_pdv(stalled, context_id, 0x00, b"\x08\x00\x16\x00UI\x1a\x00")  # then silence
+        deadline = time.monotonic() + 10
+        while stalled.is_established and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert stalled.is_aborted
+        assert running.sink.abandoned == [str(ds.SOPInstanceUID)]
+        assert not list(running.sink.folder.iterdir())
+        assert idle.is_established  # silent for as long, but between messages
+        assert idle.send_c_store(_ct("idle")[0]).Status == 0
+    finally:
+        for assoc in (idle, stalled):
+            if assoc.is_established:
+                assoc.release()
+    _still_serving(running)
