@@ -200,6 +200,17 @@ def test_original_in_the_dicomdir(stage1: tuple[NodeDir, Path],
     _no_value_shown(result, DOE.patient_id)
 
 
+def _plant_name_in_another_order(out: Path) -> tuple[Path, str]:
+    """Write Doe's name as "John Doe" into a CT's Series Description (no text pattern sees it);
+    the file changed and the form planted."""
+    family, given = DOE.name.split("^")
+    path = find(out, lambda ds: ds.Modality == "CT" and "PSN" in str(ds.PatientID))
+    ds = pydicom.dcmread(path)
+    ds.SeriesDescription = f"Chest for {given} {family}"
+    ds.save_as(path, enforce_file_format=True)
+    return path, f"{given} {family}"
+
+
 def test_name_sealed_by_another_policy_found_in_another_order(
         names_sealed: tuple[NodeDir, Path, Path], media_copy: Callable[[Path], Path],
         verify: Callable[..., Result]) -> None:
@@ -208,11 +219,7 @@ def test_name_sealed_by_another_policy_found_in_another_order(
     assert clean.code == 0, clean.summary
     assert clean.report["originals"]["originals"] == 18  # + the 4 names themselves
     out = media_copy(media)
-    family, given = DOE.name.split("^")
-    path = find(out, lambda ds: ds.Modality == "CT" and "PSN" in str(ds.PatientID))
-    ds = pydicom.dcmread(path)
-    ds.SeriesDescription = f"Chest for {given} {family}"  # "John Doe": no pattern sees it
-    ds.save_as(path, enforce_file_format=True)
+    path, other_order = _plant_name_in_another_order(out)
     assert verify(out, "--policy", policy).code == 0
     result = verify(out, "--originals", "--policy", policy, config=node.config)
     assert result.code == 1
@@ -220,7 +227,7 @@ def test_name_sealed_by_another_policy_found_in_another_order(
     assert (leak["file"], leak["path"]) == (rel(out, path), "SeriesDescription")
     assert leak["message"].startswith(
         "PatientName original found (another component order as plain text, ASCII)")
-    _no_value_shown(result, DOE.name, f"{given} {family}")
+    _no_value_shown(result, DOE.name, other_order)
 
 
 def test_the_builtin_stage1_policy_seals_names_so_a_leaked_name_is_found(
@@ -230,18 +237,14 @@ def test_the_builtin_stage1_policy_seals_names_so_a_leaked_name_is_found(
     replaced: the exact scan looks for the name itself, in every component order."""
     node, media = stage1
     out = media_copy(media)
-    family, given = DOE.name.split("^")
-    path = find(out, lambda ds: ds.Modality == "CT" and "PSN" in str(ds.PatientID))
-    ds = pydicom.dcmread(path)
-    ds.SeriesDescription = f"Chest for {given} {family}"  # "John Doe": no pattern sees it
-    ds.save_as(path, enforce_file_format=True)
+    path, other_order = _plant_name_in_another_order(out)
     assert verify(out).code == 0
     result = verify(out, "--originals", config=node.config)
     assert result.code == 1
     (leak,) = _leaks(result)
     assert (leak["file"], leak["path"]) == (rel(out, path), "SeriesDescription")
     assert leak["message"].startswith("PatientName original found")
-    _no_value_shown(result, DOE.name, f"{given} {family}")
+    _no_value_shown(result, DOE.name, other_order)
 
 
 def test_originals_need_stage1_configuration(tmp_path: Path, stage1: tuple[NodeDir, Path],
