@@ -39,7 +39,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -47,6 +46,8 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from appliance.demo.nodes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -77,12 +78,6 @@ def generate(data: Path, count: int) -> None:
         if index % 200 == 199:
             print(f"  generated {index + 1}/{count}", file=sys.stderr)
     marker.write_text(f"{count} instances in {time.perf_counter() - started:.1f} s\n")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_echo(port: int, called: str, env: dict[str, str], proc: subprocess.Popen[bytes],
